@@ -1,0 +1,451 @@
+//! [`Builder`]: a pool's configuration and its validation.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::mem::size_of;
+use std::sync::Arc;
+
+use crate::error::{BuildError, BuildErrorKind};
+use crate::job::{Job, Priority};
+use crate::lanes::{Envelope, Lanes, Role};
+use crate::pool::{Pool, Shared};
+use crate::worker::{self, Spawn};
+
+/// Default capacity of each lane, indexed by `Priority::index`.
+const DEFAULT_CAPACITY: [usize; 3] = [256, 1024, 1024];
+
+/// Configures and starts a [`Pool`]. Get one from [`Pool::builder`].
+///
+/// | setting | default |
+/// |---|---|
+/// | [`workers`](Self::workers) | `num_cpus::get()` |
+/// | [`reserved_urgent_workers`](Self::reserved_urgent_workers) | 0 |
+/// | [`capacity`](Self::capacity) | `Urgent` 256, `Normal` 1024, `Bulk` 1024 |
+/// | [`starvation_bound`](Self::starvation_bound) | 32 |
+/// | [`thread_name`](Self::thread_name) | `"triage-pool"` |
+/// | [`stack_size`](Self::stack_size) | the platform's default |
+///
+/// # Examples
+///
+/// ```
+/// use triage_pool::{FnJob, Pool, Priority};
+///
+/// let pool: Pool<FnJob> = Pool::builder()
+///     .workers(4)
+///     .reserved_urgent_workers(1)
+///     .capacity(Priority::Urgent, 64)
+///     .capacity(Priority::Normal, 4096)
+///     .thread_name("lab-feed")
+///     .build()?;
+/// assert_eq!(pool.stats().workers(), 4);
+/// assert_eq!(pool.stats().reserved_urgent_workers(), 1);
+/// pool.stop()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Builder<J> {
+    /// General workers; `None` means `num_cpus::get()`.
+    workers: Option<usize>,
+    /// Extra workers that only take urgent jobs.
+    reserved: usize,
+    /// Capacity per lane, indexed by `Priority::index`.
+    capacity: [usize; 3],
+    /// Aging bound; `None` is strict priority.
+    starvation_bound: Option<u32>,
+    /// Thread name prefix.
+    thread_name: String,
+    /// Worker stack size.
+    stack_size: Option<usize>,
+    /// Test hook: the worker index whose spawn fails.
+    #[cfg(test)]
+    fail_spawn_at: Option<usize>,
+    /// The job type the pool will run.
+    job: PhantomData<fn() -> J>,
+}
+
+impl<J> fmt::Debug for Builder<J> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Builder")
+            .field("workers", &self.workers)
+            .field("reserved_urgent_workers", &self.reserved)
+            .field("capacity", &self.capacity)
+            .field("starvation_bound", &self.starvation_bound)
+            .field("thread_name", &self.thread_name)
+            .field("stack_size", &self.stack_size)
+            .finish()
+    }
+}
+
+impl<J: Job> Default for Builder<J> {
+    fn default() -> Self {
+        Builder::new()
+    }
+}
+
+impl<J: Job> Builder<J> {
+    /// The most worker threads (general plus reserved) a pool may have.
+    pub const MAX_WORKERS: usize = 4096;
+
+    /// The largest capacity a lane may have.
+    pub const MAX_CAPACITY: usize = 1 << 26;
+
+    /// A builder with the defaults listed on [`Builder`]; the same as
+    /// [`Pool::builder`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use triage_pool::{Builder, FnJob, Pool};
+    ///
+    /// let pool: Pool<FnJob> = Builder::new().workers(1).build()?;
+    /// pool.stop()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn new() -> Builder<J> {
+        Builder {
+            workers: None,
+            reserved: 0,
+            capacity: DEFAULT_CAPACITY,
+            starvation_bound: Some(32),
+            thread_name: "triage-pool".to_owned(),
+            stack_size: None,
+            #[cfg(test)]
+            fail_spawn_at: None,
+            job: PhantomData,
+        }
+    }
+
+    /// Sets the number of general worker threads, which take jobs from every
+    /// lane. Defaults to `num_cpus::get()`. `0` makes [`build`](Self::build)
+    /// fail; so does more than [`MAX_WORKERS`](Self::MAX_WORKERS) threads in
+    /// all.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use triage_pool::{FnJob, Pool};
+    ///
+    /// let pool: Pool<FnJob> = Pool::builder().workers(3).build()?;
+    /// assert_eq!(pool.stats().workers(), 3);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn workers(mut self, workers: usize) -> Self {
+        self.workers = Some(workers);
+        self
+    }
+
+    /// Adds `reserved` worker threads that take only `Urgent` jobs, on top
+    /// of [`workers`](Self::workers) (`workers(2)` plus
+    /// `reserved_urgent_workers(1)` is three threads). They sleep while the
+    /// `Urgent` lane is empty, so an urgent job starts without waiting for
+    /// any running routine job. General workers still take urgent jobs
+    /// first. Defaults to 0.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use triage_pool::{FnJob, Pool};
+    ///
+    /// let pool: Pool<FnJob> = Pool::builder().workers(2).reserved_urgent_workers(1).build()?;
+    /// assert_eq!(pool.stats().reserved_urgent_workers(), 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn reserved_urgent_workers(mut self, reserved: usize) -> Self {
+        self.reserved = reserved;
+        self
+    }
+
+    /// Sets how many jobs `lane` holds at once. A submit to a full lane
+    /// blocks ([`submit`](crate::Submitter::submit)), is refused
+    /// ([`try_submit`](crate::Submitter::try_submit)) or waits up to its
+    /// timeout ([`submit_timeout`](crate::Submitter::submit_timeout)).
+    ///
+    /// The slots are allocated when the pool is built: queued work never
+    /// takes more than the sum over lanes of `capacity × (size_of::<J>() +
+    /// 16 bytes)` (8 bytes of acceptance time and 8 of channel bookkeeping,
+    /// plus alignment). Defaults: `Urgent` 256, `Normal` 1024, `Bulk` 1024.
+    ///
+    /// Every lane needs at least one slot: a capacity of 0 (a rendezvous
+    /// lane) makes [`build`](Self::build) fail, since workers poll the lanes
+    /// rather than wait on each. So does a capacity above
+    /// [`MAX_CAPACITY`](Self::MAX_CAPACITY) or one whose slots the system
+    /// cannot allocate.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use triage_pool::{FnJob, Pool, Priority};
+    ///
+    /// let pool: Pool<FnJob> = Pool::builder().capacity(Priority::Normal, 16).build()?;
+    /// assert_eq!(pool.stats().capacity(Priority::Normal), 16);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn capacity(mut self, lane: Priority, capacity: usize) -> Self {
+        self.capacity[lane.index()] = capacity;
+        self
+    }
+
+    /// Guarantees progress to lower lanes under sustained higher-lane load.
+    ///
+    /// A general worker that has taken `bound` jobs in a row from other
+    /// lanes while the `Normal` (or `Bulk`) lane had work waiting takes its
+    /// next job from that lane. When both are due at once, `Normal` goes
+    /// first and `Bulk` right after. So under saturation each non-empty lane
+    /// gets at least one of every `bound + 2` consecutive dequeues of each
+    /// general worker, and `Urgent` keeps at least `bound` of every
+    /// `bound + 2`. Reserved urgent workers are not affected. Defaults to
+    /// 32; `0` behaves like `1`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use triage_pool::{FnJob, Pool};
+    ///
+    /// let pool: Pool<FnJob> = Pool::builder().starvation_bound(8).build()?;
+    /// pool.stop()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn starvation_bound(mut self, bound: u32) -> Self {
+        self.starvation_bound = Some(bound.max(1));
+        self
+    }
+
+    /// Strict priority: a worker never takes a job from a lane while a
+    /// higher lane has one. Lower lanes can starve for as long as higher
+    /// lanes stay busy. Replaces [`starvation_bound`](Self::starvation_bound).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use triage_pool::{FnJob, Pool};
+    ///
+    /// let pool: Pool<FnJob> = Pool::builder().strict_priority().build()?;
+    /// pool.stop()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn strict_priority(mut self) -> Self {
+        self.starvation_bound = None;
+        self
+    }
+
+    /// Sets the prefix of worker thread names: general workers are named
+    /// `{prefix}-{index}`, reserved urgent workers `{prefix}-urgent-{index}`.
+    /// Defaults to `"triage-pool"`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use triage_pool::{FnJob, Pool};
+    ///
+    /// let pool: Pool<FnJob> = Pool::builder().workers(1).thread_name("epro").build()?;
+    /// let (tx, rx) = std::sync::mpsc::channel();
+    /// pool.submit(FnJob::new(move |_| {
+    ///     tx.send(std::thread::current().name().map(str::to_owned)).unwrap();
+    /// }))?;
+    /// assert_eq!(rx.recv()?.as_deref(), Some("epro-0"));
+    /// pool.stop()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn thread_name(mut self, prefix: impl Into<String>) -> Self {
+        self.thread_name = prefix.into();
+        self
+    }
+
+    /// Sets each worker thread's stack size in bytes. A size the operating
+    /// system refuses makes [`build`](Self::build) fail with the OS error.
+    /// Defaults to the platform's default for spawned threads.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use triage_pool::{FnJob, Pool};
+    ///
+    /// let pool: Pool<FnJob> = Pool::builder().stack_size(4 << 20).build()?;
+    /// pool.stop()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn stack_size(mut self, bytes: usize) -> Self {
+        self.stack_size = Some(bytes);
+        self
+    }
+
+    #[cfg(test)]
+    pub(crate) fn fail_spawn_at(mut self, index: usize) -> Self {
+        self.fail_spawn_at = Some(index);
+        self
+    }
+
+    /// Validates the settings, allocates the lanes and starts every worker.
+    ///
+    /// # Errors
+    ///
+    /// A [`BuildError`] that [`is_invalid_config`](BuildError::is_invalid_config)
+    /// for 0 workers, more than [`MAX_WORKERS`](Self::MAX_WORKERS) threads,
+    /// or a lane capacity of 0, above [`MAX_CAPACITY`](Self::MAX_CAPACITY),
+    /// or too large to allocate; nothing was started. One that
+    /// [`is_spawn_failure`](BuildError::is_spawn_failure) if the OS refused a
+    /// thread; the workers already started were stopped and joined.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use triage_pool::{FnJob, Pool};
+    ///
+    /// let pool = Pool::<FnJob>::builder().workers(2).build()?;
+    /// pool.stop()?;
+    /// assert!(Pool::<FnJob>::builder().workers(0).build().is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn build(self) -> Result<Pool<J>, BuildError> {
+        let workers = self.workers.unwrap_or_else(num_cpus::get);
+        if workers == 0 {
+            return Err(BuildError::new(BuildErrorKind::ZeroWorkers));
+        }
+        let total = workers.saturating_add(self.reserved);
+        if total > Self::MAX_WORKERS {
+            return Err(BuildError::new(BuildErrorKind::TooManyWorkers {
+                requested: total,
+                max: Self::MAX_WORKERS,
+            }));
+        }
+        for lane in Priority::ALL {
+            check_capacity::<J>(lane, self.capacity[lane.index()])?;
+        }
+
+        let shared = Arc::new(Shared::new(
+            Lanes::new(self.capacity),
+            workers,
+            self.reserved,
+        ));
+        #[cfg(test)]
+        tests::LAST_SHARED.with(|last| *last.borrow_mut() = Some(Arc::downgrade(&shared) as _));
+        let mut handles = Vec::with_capacity(total);
+        for index in 0..total {
+            let (role, name) = if index < workers {
+                (Role::General, format!("{}-{index}", self.thread_name))
+            } else {
+                (
+                    Role::UrgentOnly,
+                    format!("{}-urgent-{index}", self.thread_name),
+                )
+            };
+            *shared.live.lock() += 1;
+            let spec = Spawn {
+                index,
+                role,
+                name: name.clone(),
+                stack_size: self.stack_size,
+                starvation_bound: self.starvation_bound,
+                #[cfg(test)]
+                fail: self.fail_spawn_at == Some(index),
+                #[cfg(not(test))]
+                fail: false,
+            };
+            match worker::spawn(&shared, spec) {
+                Ok(handle) => handles.push(handle),
+                Err(source) => {
+                    shared.worker_exited();
+                    // Nothing was submitted: closing and sealing lets the
+                    // workers already started see empty, sealed lanes and exit.
+                    shared.lanes.close();
+                    shared.lanes.seal();
+                    for handle in handles {
+                        let _ = handle.join();
+                    }
+                    return Err(BuildError::new(BuildErrorKind::Spawn { name, source }));
+                }
+            }
+        }
+        tracing::debug!(
+            pool = shared.id,
+            workers,
+            reserved = self.reserved,
+            "pool started"
+        );
+        Ok(Pool::from_parts(shared, handles))
+    }
+}
+
+/// Refuses a lane capacity that is zero, above the maximum, or whose
+/// preallocated slots cannot be allocated.
+fn check_capacity<J: Job>(lane: Priority, capacity: usize) -> Result<(), BuildError> {
+    if capacity == 0 {
+        return Err(BuildError::new(BuildErrorKind::ZeroCapacity { lane }));
+    }
+    let too_large = || {
+        BuildError::new(BuildErrorKind::CapacityTooLarge {
+            lane,
+            requested: capacity,
+            max: Builder::<J>::MAX_CAPACITY,
+        })
+    };
+    if capacity > Builder::<J>::MAX_CAPACITY {
+        return Err(too_large());
+    }
+    // A slot is the envelope plus the channel's stamp.
+    let slot = size_of::<(usize, Envelope<J>)>();
+    let bytes = capacity.checked_mul(slot).ok_or_else(too_large)?;
+    // Ask the allocator for the whole block once, untouched, so a size the
+    // system cannot provide is refused here instead of aborting in the
+    // channel's allocation.
+    Vec::<u8>::new()
+        .try_reserve_exact(bytes)
+        .map_err(|_| too_large())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::job::FnJob;
+    use std::any::Any;
+    use std::cell::RefCell;
+    use std::error::Error;
+    use std::sync::Weak;
+
+    thread_local! {
+        /// The shared state of the last pool this thread built.
+        pub(super) static LAST_SHARED: RefCell<Option<Weak<dyn Any + Send + Sync>>> =
+            const { RefCell::new(None) };
+    }
+
+    #[test]
+    fn spawn_failure_midway_joins_started_workers() {
+        let err = Builder::<FnJob>::new()
+            .workers(3)
+            .reserved_urgent_workers(1)
+            .fail_spawn_at(2)
+            .build()
+            .unwrap_err();
+        assert!(err.is_spawn_failure());
+        let source = err.source().expect("io error source");
+        assert!(source.to_string().contains("injected"));
+        assert!(err.to_string().contains("triage-pool-2"));
+        // Every started worker held a clone of the shared state; they were
+        // joined, so none is left.
+        let weak = LAST_SHARED
+            .with(|last| last.borrow_mut().take())
+            .expect("built");
+        assert!(weak.upgrade().is_none(), "a worker thread outlived build()");
+    }
+
+    #[test]
+    fn spawn_failure_of_a_reserved_worker() {
+        let err = Builder::<FnJob>::new()
+            .workers(2)
+            .reserved_urgent_workers(2)
+            .fail_spawn_at(3)
+            .build()
+            .unwrap_err();
+        assert!(err.to_string().contains("triage-pool-urgent-3"), "{err}");
+        let weak = LAST_SHARED
+            .with(|last| last.borrow_mut().take())
+            .expect("built");
+        assert!(weak.upgrade().is_none());
+    }
+}

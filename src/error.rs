@@ -1,0 +1,282 @@
+//! How things fail: building a pool, submitting a job, stopping a pool.
+//!
+//! Every submit error hands the refused job back (`into_inner`), and its
+//! `Debug` is written by hand so the job type need not implement `Debug`.
+
+use std::error::Error;
+use std::fmt;
+use std::io;
+
+use crate::job::Priority;
+
+/// Writes the `Debug` form `Variant(..)` of a refusal without requiring
+/// `J: Debug`.
+fn debug_variant(f: &mut fmt::Formatter<'_>, variant: &str) -> fmt::Result {
+    write!(f, "{variant}(..)")
+}
+
+/// Generates `into_inner`, the predicates, `Debug`, `Display` and `Error`
+/// for a refusal enum whose every variant holds the job.
+macro_rules! refusal {
+    ($name:ident { $($variant:ident => $is:ident, $msg:literal;)+ }) => {
+        impl<J> $name<J> {
+            /// Gives back the job that was not accepted.
+            ///
+            /// # Examples
+            ///
+            /// ```
+            /// use triage_pool::{FnJob, Pool};
+            ///
+            /// let pool: Pool<FnJob> = Pool::builder().workers(1).build()?;
+            /// pool.stop()?;
+            /// let job = pool.submit(FnJob::new(|_| ())).unwrap_err().into_inner();
+            /// assert!(!job.is_spent());
+            /// # Ok::<(), Box<dyn std::error::Error>>(())
+            /// ```
+            pub fn into_inner(self) -> J {
+                match self {
+                    $($name::$variant(job) => job,)+
+                }
+            }
+
+            $(
+                #[doc = concat!("Whether this is [`", stringify!($name), "::", stringify!($variant), "`].")]
+                ///
+                /// # Examples
+                ///
+                /// ```
+                #[doc = concat!("use triage_pool::", stringify!($name), ";")]
+                ///
+                #[doc = concat!("assert!(", stringify!($name), "::", stringify!($variant), "(()).", stringify!($is), "());")]
+                /// ```
+                pub fn $is(&self) -> bool {
+                    matches!(self, $name::$variant(_))
+                }
+            )+
+        }
+
+        impl<J> fmt::Debug for $name<J> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                match self {
+                    $($name::$variant(_) => debug_variant(f, stringify!($variant)),)+
+                }
+            }
+        }
+
+        impl<J> fmt::Display for $name<J> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                match self {
+                    $($name::$variant(_) => f.write_str($msg),)+
+                }
+            }
+        }
+
+        impl<J> Error for $name<J> {}
+    };
+}
+
+/// Why [`try_submit`](crate::Submitter::try_submit) refused a job. The job is
+/// inside; get it back with [`into_inner`](Self::into_inner).
+///
+/// # Examples
+///
+/// ```
+/// use triage_pool::{FnJob, Pool, TrySubmitError};
+///
+/// let pool: Pool<FnJob> = Pool::builder().workers(1).build()?;
+/// pool.stop()?;
+/// match pool.try_submit(FnJob::new(|_| ())) {
+///     Err(TrySubmitError::Stopped(job)) => drop(job),
+///     other => panic!("unexpected {other:?}"),
+/// }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(PartialEq, Eq, Clone, Copy)]
+pub enum TrySubmitError<J> {
+    /// The job's lane is at capacity.
+    Full(J),
+    /// The pool is stopping or stopped and takes no more work.
+    Stopped(J),
+}
+
+refusal!(TrySubmitError {
+    Full => is_full, "the lane is full";
+    Stopped => is_stopped, "the pool is stopped";
+});
+
+/// Why [`submit`](crate::Submitter::submit) refused a job. The job is inside;
+/// get it back with [`into_inner`](Self::into_inner).
+///
+/// # Examples
+///
+/// ```
+/// use triage_pool::{FnJob, Pool, SubmitError};
+///
+/// let pool: Pool<FnJob> = Pool::builder().workers(1).build()?;
+/// pool.stop()?;
+/// let err: SubmitError<FnJob> = pool.submit(FnJob::new(|_| ())).unwrap_err();
+/// assert!(err.is_stopped());
+/// assert_eq!(err.to_string(), "the pool is stopped");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(PartialEq, Eq, Clone, Copy)]
+pub enum SubmitError<J> {
+    /// The pool is stopping or stopped and takes no more work, or it began
+    /// to stop while the caller was waiting for room in a full lane.
+    Stopped(J),
+    /// The lane is full and the caller is one of this pool's own worker
+    /// threads. Blocking there could wait forever (every worker waiting for
+    /// room that only a worker can make), so a job submitting to its own
+    /// pool is refused instead of blocked. Never returned to other threads.
+    Full(J),
+}
+
+refusal!(SubmitError {
+    Stopped => is_stopped, "the pool is stopped";
+    Full => is_full, "the lane is full and the caller is one of the pool's own workers";
+});
+
+/// Why [`submit_timeout`](crate::Submitter::submit_timeout) refused a job. The
+/// job is inside; get it back with [`into_inner`](Self::into_inner).
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use triage_pool::{FnJob, Pool};
+///
+/// let pool: Pool<FnJob> = Pool::builder().workers(1).build()?;
+/// pool.stop()?;
+/// let err = pool.submit_timeout(FnJob::new(|_| ()), Duration::from_millis(1)).unwrap_err();
+/// assert!(err.is_stopped());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(PartialEq, Eq, Clone, Copy)]
+pub enum SubmitTimeoutError<J> {
+    /// The lane stayed full until the deadline.
+    Timeout(J),
+    /// The pool is stopping or stopped and takes no more work.
+    Stopped(J),
+}
+
+refusal!(SubmitTimeoutError {
+    Timeout => is_timeout, "the lane stayed full until the deadline";
+    Stopped => is_stopped, "the pool is stopped";
+});
+
+/// Why [`Builder::build`](crate::Builder::build) could not make a pool.
+///
+/// Invalid settings are reported before any thread starts. A thread that
+/// fails to spawn is reported with the operating system's [`io::Error`] as
+/// [`source`](Error::source); the workers already started are stopped and
+/// joined before `build` returns, so no thread is left behind.
+///
+/// # Examples
+///
+/// ```
+/// use triage_pool::{FnJob, Pool};
+///
+/// let err = Pool::<FnJob>::builder().workers(0).build().unwrap_err();
+/// assert!(err.is_invalid_config());
+/// assert_eq!(err.to_string(), "a pool needs at least one worker");
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct BuildError {
+    /// What went wrong.
+    kind: BuildErrorKind,
+}
+
+/// The private cases behind [`BuildError`].
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum BuildErrorKind {
+    #[error("a pool needs at least one worker")]
+    ZeroWorkers,
+    #[error("{requested} worker threads requested; at most {max} are allowed")]
+    TooManyWorkers { requested: usize, max: usize },
+    #[error("the {lane} lane needs a capacity of at least 1")]
+    ZeroCapacity { lane: Priority },
+    #[error("the {lane} lane's capacity of {requested} slots cannot be allocated (at most {max} slots, and the slots must fit in memory)")]
+    CapacityTooLarge {
+        lane: Priority,
+        requested: usize,
+        max: usize,
+    },
+    #[error("failed to spawn worker thread {name:?}")]
+    Spawn {
+        name: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl BuildError {
+    pub(crate) fn new(kind: BuildErrorKind) -> BuildError {
+        BuildError { kind }
+    }
+
+    /// Whether a setting was invalid (0 workers, a zero or absurd capacity,
+    /// too many workers). Nothing was started.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use triage_pool::{FnJob, Pool, Priority};
+    ///
+    /// let err = Pool::<FnJob>::builder().capacity(Priority::Bulk, 0).build().unwrap_err();
+    /// assert!(err.is_invalid_config());
+    /// ```
+    pub fn is_invalid_config(&self) -> bool {
+        !self.is_spawn_failure()
+    }
+
+    /// Whether the operating system refused to start a worker thread; the
+    /// [`io::Error`] is the [`source`](Error::source).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::error::Error;
+    /// use triage_pool::{FnJob, Pool};
+    ///
+    /// // No OS gives a thread a 2^60-byte stack.
+    /// let err = Pool::<FnJob>::builder().stack_size(1 << 60).build().unwrap_err();
+    /// assert!(err.is_spawn_failure());
+    /// assert!(err.source().unwrap().is::<std::io::Error>());
+    /// ```
+    pub fn is_spawn_failure(&self) -> bool {
+        matches!(self.kind, BuildErrorKind::Spawn { .. })
+    }
+}
+
+/// Why a stop method ([`stop`](crate::Pool::stop),
+/// [`stop_now`](crate::Pool::stop_now),
+/// [`stop_timeout`](crate::Pool::stop_timeout)) did not run.
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::{mpsc, Arc};
+/// use triage_pool::{FnJob, Pool, StopError};
+///
+/// let pool: Arc<Pool<FnJob>> = Arc::new(Pool::builder().workers(1).build()?);
+/// let (tx, rx) = mpsc::channel();
+/// let inner = Arc::clone(&pool);
+/// pool.submit(FnJob::new(move |_| {
+///     // A job cannot wait for its own worker to exit.
+///     tx.send(inner.stop().unwrap_err()).unwrap();
+/// }))?;
+/// assert_eq!(rx.recv()?, StopError::OnWorkerThread);
+/// pool.stop()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StopError {
+    /// Called from one of the pool's own worker threads (from inside a job):
+    /// stopping waits for every worker to exit, which would wait forever for
+    /// the calling worker itself. Nothing was changed; the pool keeps
+    /// running.
+    #[error("a pool cannot be stopped from one of its own worker threads")]
+    OnWorkerThread,
+}

@@ -1,0 +1,504 @@
+//! What a unit of work is: the [`Job`] trait, the [`Context`] a running job
+//! sees, the [`Priority`] lanes, and [`FnJob`] for closures.
+
+use std::error::Error;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+
+/// A unit of work a [`Pool`](crate::Pool) runs on one of its worker threads.
+///
+/// `run` takes `&mut self` rather than `self`: the pool keeps ownership of the
+/// job, so a job that fails or panics can be handed back to the caller in the
+/// [`StopReport`](crate::StopReport) together with its reason (a dead letter
+/// you can log, write to a rejects file, or resubmit).
+///
+/// A job that returns `Ok(())` *succeeded* and is dropped by the worker right
+/// after `run` returns. A job that returns `Err` *failed*; one that panics
+/// *panicked*. Both are kept until the pool stops and are then returned by
+/// value.
+///
+/// # Examples
+///
+/// ```
+/// use triage_pool::{Context, Job, Pool, Priority};
+///
+/// struct Record {
+///     id: u64,
+///     adverse_event: bool,
+/// }
+///
+/// impl Job for Record {
+///     type Error = String;
+///
+///     fn run(&mut self, _ctx: &Context) -> Result<(), String> {
+///         if self.id == 0 {
+///             return Err("record id 0 is reserved".to_owned());
+///         }
+///         Ok(())
+///     }
+///
+///     fn priority(&self) -> Priority {
+///         if self.adverse_event { Priority::Urgent } else { Priority::Normal }
+///     }
+/// }
+///
+/// let pool: Pool<Record> = Pool::builder().workers(2).build()?;
+/// pool.submit(Record { id: 7, adverse_event: true })?;
+/// pool.submit(Record { id: 0, adverse_event: false })?;
+/// let report = pool.stop()?;
+/// assert_eq!(report.succeeded, 1);
+/// assert_eq!(report.failed[0].error, "record id 0 is reserved");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub trait Job: Send + 'static {
+    /// What a failed run reports. It travels back to the caller in
+    /// [`Failed::error`](crate::Failed::error).
+    type Error: Send + 'static;
+
+    /// Does the work. Called at most once per submission, on a worker thread.
+    ///
+    /// # Errors
+    ///
+    /// An `Err` marks the job *failed*; the job and the error are handed back
+    /// in the [`StopReport`](crate::StopReport).
+    fn run(&mut self, ctx: &Context) -> Result<(), Self::Error>;
+
+    /// The lane this job is queued in when submitted with
+    /// [`submit`](crate::Submitter::submit) and friends. The `*_to` variants
+    /// (such as [`submit_to`](crate::Submitter::submit_to)) override it.
+    ///
+    /// Defaults to [`Priority::Normal`].
+    fn priority(&self) -> Priority {
+        Priority::Normal
+    }
+}
+
+/// The lane a job waits in. Workers always take from the highest non-empty
+/// lane first: `Urgent`, then `Normal`, then `Bulk`.
+///
+/// Each lane has its own bounded capacity (see
+/// [`Builder::capacity`](crate::Builder::capacity)), so a full `Normal` lane
+/// never blocks or refuses an `Urgent` submit.
+///
+/// # Examples
+///
+/// ```
+/// use triage_pool::Priority;
+///
+/// assert_eq!(Priority::default(), Priority::Normal);
+/// assert_eq!(Priority::ALL, [Priority::Urgent, Priority::Normal, Priority::Bulk]);
+/// assert_eq!(Priority::Urgent.to_string(), "urgent");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Priority {
+    /// Time-critical work (an adverse-event report): taken before anything else.
+    Urgent,
+    /// Routine work: the default lane.
+    #[default]
+    Normal,
+    /// Background work that runs when nothing more important waits.
+    Bulk,
+}
+
+impl Priority {
+    /// Every lane, highest first: the order in which workers look for work
+    /// and in which unrun jobs are handed back at stop.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use triage_pool::Priority;
+    ///
+    /// for lane in Priority::ALL {
+    ///     println!("{lane}");
+    /// }
+    /// ```
+    pub const ALL: [Priority; 3] = [Priority::Urgent, Priority::Normal, Priority::Bulk];
+
+    /// The lane's position in [`Priority::ALL`]: 0 for `Urgent`, 1 for
+    /// `Normal`, 2 for `Bulk`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use triage_pool::Priority;
+    ///
+    /// assert_eq!(Priority::Bulk.index(), 2);
+    /// ```
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+
+    pub(crate) const fn from_index(index: usize) -> Priority {
+        match index {
+            0 => Priority::Urgent,
+            1 => Priority::Normal,
+            _ => Priority::Bulk,
+        }
+    }
+}
+
+impl fmt::Display for Priority {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Priority::Urgent => "urgent",
+            Priority::Normal => "normal",
+            Priority::Bulk => "bulk",
+        })
+    }
+}
+
+/// The pool-wide cancellation flag behind [`Context::is_cancelled`].
+#[derive(Debug, Default)]
+pub(crate) struct Cancel {
+    /// Raised once by `stop_now` or a `stop_timeout` deadline; never lowered.
+    raised: AtomicBool,
+    /// Guards the sleep in `wait_cancelled` against a lost wake-up.
+    lock: Mutex<()>,
+    /// Wakes jobs sleeping in `wait_cancelled`.
+    cv: Condvar,
+}
+
+impl Cancel {
+    pub(crate) fn raise(&self) {
+        self.raised.store(true, Ordering::SeqCst);
+        // Taking the lock orders this notify after any waiter's check.
+        let _guard = self.lock.lock();
+        self.cv.notify_all();
+    }
+
+    pub(crate) fn is_raised(&self) -> bool {
+        self.raised.load(Ordering::Acquire)
+    }
+}
+
+/// What a running job can learn about its run: which worker and lane it is
+/// on, how long it waited in the queue, and whether the pool asked it to
+/// cancel.
+///
+/// # Examples
+///
+/// ```
+/// use triage_pool::{Context, FnJob, Pool, Priority};
+///
+/// let pool: Pool<FnJob> = Pool::builder().workers(1).build()?;
+/// let (tx, rx) = std::sync::mpsc::channel();
+/// pool.submit(FnJob::new(move |ctx: &Context| {
+///     tx.send((ctx.worker_index(), ctx.lane())).unwrap();
+/// }))?;
+/// assert_eq!(rx.recv()?, (0, Priority::Normal));
+/// pool.stop()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct Context {
+    /// Index of the worker running the job (reserved urgent workers come
+    /// after the general ones).
+    worker: usize,
+    /// Whether the worker only takes urgent jobs.
+    reserved: bool,
+    /// The lane the job was taken from.
+    lane: Priority,
+    /// Time between the job's acceptance and the start of its run.
+    queue_wait: Duration,
+    /// The pool's cancellation flag.
+    cancel: Arc<Cancel>,
+}
+
+impl Context {
+    pub(crate) fn new(worker: usize, reserved: bool, cancel: Arc<Cancel>) -> Context {
+        Context {
+            worker,
+            reserved,
+            lane: Priority::Normal,
+            queue_wait: Duration::ZERO,
+            cancel,
+        }
+    }
+
+    pub(crate) fn set_job(&mut self, lane: Priority, queue_wait: Duration) {
+        self.lane = lane;
+        self.queue_wait = queue_wait;
+    }
+
+    /// Index of the worker thread running this job, from 0. General workers
+    /// come first; reserved urgent workers follow them.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use triage_pool::{Context, FnJob, Pool};
+    ///
+    /// let pool: Pool<FnJob> = Pool::builder().workers(3).build()?;
+    /// pool.submit(FnJob::new(|ctx: &Context| assert!(ctx.worker_index() < 3)))?;
+    /// assert!(pool.stop()?.is_clean());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn worker_index(&self) -> usize {
+        self.worker
+    }
+
+    /// Whether this worker is a reserved urgent worker (see
+    /// [`Builder::reserved_urgent_workers`](crate::Builder::reserved_urgent_workers)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use triage_pool::{Context, FnJob, Pool, Priority};
+    ///
+    /// let pool: Pool<FnJob> = Pool::builder().workers(1).build()?;
+    /// pool.submit_to(Priority::Bulk, FnJob::new(|ctx: &Context| assert!(!ctx.is_reserved_worker())))?;
+    /// assert!(pool.stop()?.is_clean());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn is_reserved_worker(&self) -> bool {
+        self.reserved
+    }
+
+    /// The lane the job was taken from: its [`Job::priority`], or the lane
+    /// given to a `*_to` submit.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use triage_pool::{Context, FnJob, Pool, Priority};
+    ///
+    /// let pool: Pool<FnJob> = Pool::builder().workers(1).build()?;
+    /// pool.submit_to(Priority::Bulk, FnJob::new(|ctx: &Context| assert_eq!(ctx.lane(), Priority::Bulk)))?;
+    /// assert!(pool.stop()?.is_clean());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn lane(&self) -> Priority {
+        self.lane
+    }
+
+    /// How long the job waited between being accepted by a submit and
+    /// starting to run.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use triage_pool::{Context, FnJob, Pool};
+    ///
+    /// let pool: Pool<FnJob> = Pool::builder().workers(1).build()?;
+    /// pool.submit(FnJob::new(|ctx: &Context| assert!(ctx.queue_wait() < Duration::from_secs(60))))?;
+    /// assert!(pool.stop()?.is_clean());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn queue_wait(&self) -> Duration {
+        self.queue_wait
+    }
+
+    /// Whether the pool asked running jobs to finish early: true once
+    /// [`stop_now`](crate::Pool::stop_now) was called or a
+    /// [`stop_timeout`](crate::Pool::stop_timeout) deadline passed.
+    ///
+    /// Cancellation is cooperative: a long job should check this between
+    /// steps and return. A cancelled job that returns `Ok(())` counts as
+    /// succeeded; one that returns `Err` counts as failed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use triage_pool::{Context, FnJob, Pool};
+    ///
+    /// let pool: Pool<FnJob> = Pool::builder().workers(1).build()?;
+    /// pool.submit(FnJob::new(|ctx: &Context| {
+    ///     for _step in 0..1_000 {
+    ///         if ctx.is_cancelled() {
+    ///             return;
+    ///         }
+    ///         // ... one step of work ...
+    ///     }
+    /// }))?;
+    /// pool.stop_now()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.is_raised()
+    }
+
+    /// Sleeps until the pool raises its cancel flag or `timeout` passes,
+    /// whichever comes first, and returns [`is_cancelled`](Self::is_cancelled).
+    ///
+    /// Use it instead of `thread::sleep` in a job that backs off between
+    /// retries, so a stop does not wait out the sleep. A zero timeout only
+    /// checks the flag; `Duration::MAX` waits for cancellation with no
+    /// deadline.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use triage_pool::{Context, FnJob, Pool};
+    ///
+    /// let pool: Pool<FnJob> = Pool::builder().workers(1).build()?;
+    /// let (started_tx, started_rx) = std::sync::mpsc::channel();
+    /// pool.submit(FnJob::new(move |ctx: &Context| {
+    ///     started_tx.send(()).unwrap();
+    ///     // Returns early: `stop_now` below raises the flag.
+    ///     assert!(ctx.wait_cancelled(Duration::from_secs(3600)));
+    /// }))?;
+    /// started_rx.recv()?;
+    /// let report = pool.stop_now()?;
+    /// assert_eq!(report.succeeded, 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn wait_cancelled(&self, timeout: Duration) -> bool {
+        if self.cancel.is_raised() {
+            return true;
+        }
+        let deadline = Instant::now().checked_add(timeout);
+        let mut guard = self.cancel.lock.lock();
+        while !self.cancel.is_raised() {
+            match deadline {
+                Some(deadline) => {
+                    if self.cancel.cv.wait_until(&mut guard, deadline).timed_out() {
+                        break;
+                    }
+                }
+                None => self.cancel.cv.wait(&mut guard),
+            }
+        }
+        self.cancel.is_raised()
+    }
+}
+
+/// The error type of [`FnJob`]: any error, boxed.
+pub type BoxError = Box<dyn Error + Send + Sync + 'static>;
+
+/// The closure inside an [`FnJob`].
+type BoxedFn = Box<dyn FnOnce(&Context) -> Result<(), BoxError> + Send + 'static>;
+
+/// A job made from a closure, for scripts and tests that do not want to
+/// define a job type: `Pool<FnJob>` runs boxed closures.
+///
+/// Each `FnJob` costs one heap allocation (the box); a pool of your own
+/// [`Job`] type allocates nothing per job.
+///
+/// The closure runs at most once. An `FnJob` handed back after it ran (in
+/// [`Failed`](crate::Failed) or [`Panicked`](crate::Panicked)) is spent:
+/// running it again returns an error. One handed back unrun
+/// ([`Unrun`](crate::Unrun)) still holds its closure and can be resubmitted.
+///
+/// # Examples
+///
+/// ```
+/// use triage_pool::{FnJob, Pool, Priority};
+///
+/// let pool: Pool<FnJob> = Pool::builder().workers(2).build()?;
+/// pool.submit(FnJob::new(|_ctx| println!("hello from a worker")))?;
+/// pool.submit(FnJob::fallible(|_ctx| "x".parse::<u32>().map(drop)))?;
+/// pool.submit(FnJob::new(|_ctx| ()).with_priority(Priority::Urgent))?;
+/// let report = pool.stop()?;
+/// assert_eq!((report.succeeded, report.failed.len()), (2, 1));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct FnJob {
+    /// The closure; `None` once it ran.
+    f: Option<BoxedFn>,
+    /// The lane `submit` puts it in.
+    priority: Priority,
+}
+
+impl FnJob {
+    /// A job that runs `f` and always succeeds (unless it panics), in the
+    /// `Normal` lane.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use triage_pool::FnJob;
+    ///
+    /// let job = FnJob::new(|ctx| println!("worker {}", ctx.worker_index()));
+    /// assert!(!job.is_spent());
+    /// ```
+    pub fn new<F>(f: F) -> FnJob
+    where
+        F: FnOnce(&Context) + Send + 'static,
+    {
+        FnJob::fallible(move |ctx| {
+            f(ctx);
+            Ok::<(), BoxError>(())
+        })
+    }
+
+    /// A job that runs `f`; an `Err` marks it failed, with the error boxed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use triage_pool::FnJob;
+    ///
+    /// let job = FnJob::fallible(|_ctx| std::fs::read("/no/such/file").map(drop));
+    /// # drop(job);
+    /// ```
+    pub fn fallible<F, E>(f: F) -> FnJob
+    where
+        F: FnOnce(&Context) -> Result<(), E> + Send + 'static,
+        E: Into<BoxError>,
+    {
+        FnJob {
+            f: Some(Box::new(move |ctx| f(ctx).map_err(Into::into))),
+            priority: Priority::Normal,
+        }
+    }
+
+    /// Puts the job in `priority`'s lane when submitted.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use triage_pool::{FnJob, Job, Priority};
+    ///
+    /// let job = FnJob::new(|_| ()).with_priority(Priority::Urgent);
+    /// assert_eq!(job.priority(), Priority::Urgent);
+    /// ```
+    #[must_use]
+    pub fn with_priority(mut self, priority: Priority) -> FnJob {
+        self.priority = priority;
+        self
+    }
+
+    /// Whether the closure already ran (or started to run and panicked).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use triage_pool::FnJob;
+    ///
+    /// assert!(!FnJob::new(|_| ()).is_spent());
+    /// ```
+    pub fn is_spent(&self) -> bool {
+        self.f.is_none()
+    }
+}
+
+impl Job for FnJob {
+    type Error = BoxError;
+
+    fn run(&mut self, ctx: &Context) -> Result<(), BoxError> {
+        match self.f.take() {
+            Some(f) => f(ctx),
+            None => Err("this FnJob already ran; its closure is spent".into()),
+        }
+    }
+
+    fn priority(&self) -> Priority {
+        self.priority
+    }
+}
+
+impl fmt::Debug for FnJob {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FnJob")
+            .field("priority", &self.priority)
+            .field("spent", &self.is_spent())
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,441 @@
+//! The bounded per-priority queues, the intake gate in front of them, the
+//! biased receive behind them, and the wake-ups that connect the two.
+//!
+//! Each lane is one bounded crossbeam channel. Producers never block on a
+//! worker and workers never block on a producer except through:
+//! - a full lane: the producer waits in a `Select` over the lane's send and
+//!   the stop signal, so a stop wakes it and it gets its job back;
+//! - an empty pool: the worker sleeps on its group's condvar (see "Sleeping
+//!   workers" below) instead of in a crossbeam `Select`, so the common path
+//!   of taking a job is a few `try_recv`s and never pays for `Select`.
+
+use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Select, Sender, TrySendError};
+use crossbeam_utils::{Backoff, CachePadded};
+use parking_lot::{Condvar, Mutex};
+
+use crate::job::Priority;
+use crate::stats::Counters;
+
+/// A queued job and the time it was accepted.
+#[derive(Debug)]
+pub(crate) struct Envelope<J> {
+    /// The job.
+    pub(crate) job: J,
+    /// Acceptance time, nanoseconds since the pool's epoch.
+    pub(crate) accepted_at: u64,
+}
+
+/// How long a submit may wait for room in a full lane.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Wait {
+    /// Not at all (`try_submit`).
+    Never,
+    /// Until the deadline; `None` means forever (`submit`).
+    Until(Option<Instant>),
+}
+
+/// Why a push did not enqueue the job; the job travels back inside.
+pub(crate) enum Refused<J> {
+    /// The lane is full and the caller may not wait.
+    Full(J),
+    /// The deadline passed with the lane still full.
+    Timeout(J),
+    /// Intake is closed.
+    Stopped(J),
+}
+
+/// Which lanes a worker takes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// Every lane, highest first.
+    General,
+    /// Only the `Urgent` lane (a reserved urgent worker).
+    UrgentOnly,
+}
+
+/// `Gate::state` bit: intake is closed.
+const CLOSED: usize = 1;
+/// `Gate::state` increment for one submit inside the gate.
+const IN_FLIGHT: usize = 2;
+
+// Intake gate (the shutdown protocol, producer side).
+//
+// `state` = CLOSED bit | 2 × (submits inside the gate). A submit enters with
+// `fetch_add(IN_FLIGHT)` and looks at the CLOSED bit in the value it
+// replaced; a stop sets CLOSED with `fetch_or`. All of these are
+// read-modify-writes of one atomic, so they are totally ordered:
+// - a submit that entered before CLOSED was set is counted in `state`, and
+//   the stop waits (`wait_drained`) until it leaves. Whatever it does in
+//   between — enqueue, or give up and hand the job back — is finished before
+//   the stop looks at the lanes for the last time;
+// - a submit that enters after CLOSED was set sees the bit and hands its job
+//   back without touching a lane.
+// So once `wait_drained` returns, no push can ever reach a lane again, and a
+// job is either in a lane (and will be run or drained by the stop) or back
+// in its caller's hands — never both, never neither.
+//
+// A submit blocked on a full lane is inside the gate, so the stop must wake
+// it: the stop drops `stop_tx`, and the blocked submit selects over the
+// lane's send and `stop_rx`, biased towards `stop_rx`. It then hands the job
+// back (or, if the send won the race, the job is in the lane: both are
+// fine, see above).
+
+/// The intake gate and the stop signal for blocked submitters.
+#[derive(Debug)]
+struct Gate {
+    /// CLOSED bit | IN_FLIGHT × submits inside the gate.
+    state: CachePadded<AtomicUsize>,
+    /// Guards the stopper's sleep in `wait_drained`.
+    lock: Mutex<()>,
+    /// Wakes the stopper when the last submit leaves a closed gate.
+    cv: Condvar,
+    /// Dropped by `close` to wake submitters blocked on a full lane.
+    stop_tx: Mutex<Option<Sender<()>>>,
+    /// Becomes ready (disconnected) once intake closes.
+    stop_rx: Receiver<()>,
+}
+
+// Sleeping workers (the wake-up protocol).
+//
+// A worker that finds every lane it serves empty sleeps on its group's
+// condvar. Producer and worker form a Dekker pair:
+//   producer: enqueue; fence(SeqCst); read `sleepers`  -> notify if > 0
+//   worker:   sleepers += 1; fence(SeqCst); try the lanes -> sleep if empty
+// The fences forbid both from missing each other: either the worker's
+// re-check sees the job, or the producer sees the sleeper. The worker holds
+// the group lock from its increment until `wait` releases it, and the
+// producer takes that lock before notifying, so the notify cannot fall into
+// the gap between the check and the wait.
+//
+// Urgent jobs go to an idle reserved worker first, else to a general one.
+// Reserved and general workers sleep in separate groups so that a notify for
+// a Normal job is never spent on a worker that cannot take it.
+
+/// One group of sleeping workers.
+#[derive(Debug, Default)]
+struct Sleepers {
+    /// Workers that registered to sleep (some may be re-checking the lanes).
+    count: CachePadded<AtomicUsize>,
+    /// Held by a worker from registering until it waits.
+    lock: Mutex<()>,
+    /// Where the workers sleep.
+    cv: Condvar,
+}
+
+impl Sleepers {
+    fn notify_one(&self) {
+        drop(self.lock.lock());
+        self.cv.notify_one();
+    }
+
+    fn notify_all(&self) {
+        drop(self.lock.lock());
+        self.cv.notify_all();
+    }
+}
+
+/// The lanes of one pool.
+#[derive(Debug)]
+pub(crate) struct Lanes<J> {
+    /// Sending halves, indexed by `Priority::index`.
+    tx: [Sender<Envelope<J>>; 3],
+    /// Receiving halves, indexed by `Priority::index`.
+    rx: [Receiver<Envelope<J>>; 3],
+    /// Capacity of each lane.
+    capacity: [usize; 3],
+    /// Closes intake and tracks submits in progress.
+    gate: Gate,
+    /// Set once intake is closed and no submit is in progress: lanes only
+    /// shrink from then on, and a worker that finds them empty exits.
+    sealed: AtomicBool,
+    /// Sleeping general workers.
+    general: Sleepers,
+    /// Sleeping reserved urgent workers.
+    urgent: Sleepers,
+    /// Origin of the nanosecond timestamps in envelopes and worker slots.
+    epoch: Instant,
+}
+
+impl<J> Lanes<J> {
+    /// Creates the lanes; each preallocates its `capacity` slots.
+    pub(crate) fn new(capacity: [usize; 3]) -> Lanes<J> {
+        let [u, n, b] = capacity.map(crossbeam_channel::bounded);
+        let (stop_tx, stop_rx) = crossbeam_channel::bounded(0);
+        Lanes {
+            tx: [u.0, n.0, b.0],
+            rx: [u.1, n.1, b.1],
+            capacity,
+            gate: Gate {
+                state: CachePadded::new(AtomicUsize::new(0)),
+                lock: Mutex::new(()),
+                cv: Condvar::new(),
+                stop_tx: Mutex::new(Some(stop_tx)),
+                stop_rx,
+            },
+            sealed: AtomicBool::new(false),
+            general: Sleepers::default(),
+            urgent: Sleepers::default(),
+            epoch: Instant::now(),
+        }
+    }
+
+    /// Nanoseconds since the pool's epoch.
+    pub(crate) fn now(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// The instant `nanos` after the pool's epoch.
+    pub(crate) fn instant_at(&self, nanos: u64) -> Instant {
+        self.epoch + Duration::from_nanos(nanos)
+    }
+
+    /// Jobs waiting in each lane.
+    pub(crate) fn lens(&self) -> [usize; 3] {
+        [self.rx[0].len(), self.rx[1].len(), self.rx[2].len()]
+    }
+
+    /// Capacity of each lane.
+    pub(crate) fn capacity(&self) -> [usize; 3] {
+        self.capacity
+    }
+
+    /// Enqueues `job` in `lane`, waiting for room as `wait` allows, and
+    /// keeps `counters.accepted` / `counters.refused` in step.
+    ///
+    /// `accepted` is raised before the job becomes visible to workers, so a
+    /// snapshot never counts a job as finished but not accepted; a push that
+    /// then fails takes it back.
+    pub(crate) fn push(
+        &self,
+        lane: Priority,
+        job: J,
+        wait: Wait,
+        counters: &Counters,
+    ) -> Result<(), Refused<J>> {
+        let prev = self.gate.state.fetch_add(IN_FLIGHT, Ordering::AcqRel);
+        if prev & CLOSED != 0 {
+            self.leave_gate();
+            counters.refused.fetch_add(1, Ordering::Relaxed);
+            return Err(Refused::Stopped(job));
+        }
+        counters.accepted.fetch_add(1, Ordering::Relaxed);
+        let envelope = Envelope {
+            job,
+            accepted_at: self.now(),
+        };
+        let tx = &self.tx[lane.index()];
+        let result = match tx.try_send(envelope) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(envelope)) => match wait {
+                Wait::Never => Err(Refused::Full(envelope.job)),
+                Wait::Until(deadline) => self.push_blocking(tx, envelope, deadline),
+            },
+            // The lanes own a receiver of every channel, so a send can never
+            // see a disconnected channel; treat it as stopped to be safe.
+            Err(TrySendError::Disconnected(envelope)) => Err(Refused::Stopped(envelope.job)),
+        };
+        match result {
+            Ok(()) => self.wake_for(lane),
+            Err(_) => {
+                counters.accepted.fetch_sub(1, Ordering::Relaxed);
+                counters.refused.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.leave_gate();
+        result
+    }
+
+    /// Waits for room in a full lane, for the deadline, or for the stop
+    /// signal, whichever comes first.
+    fn push_blocking(
+        &self,
+        tx: &Sender<Envelope<J>>,
+        envelope: Envelope<J>,
+        deadline: Option<Instant>,
+    ) -> Result<(), Refused<J>> {
+        let mut select = Select::new_biased();
+        let stop = select.recv(&self.gate.stop_rx);
+        select.send(tx);
+        let operation = match deadline {
+            None => select.select(),
+            Some(deadline) => match select.select_deadline(deadline) {
+                Ok(operation) => operation,
+                Err(_) => return Err(Refused::Timeout(envelope.job)),
+            },
+        };
+        if operation.index() == stop {
+            // Disconnected: completing the receive only acknowledges it.
+            let _ = operation.recv(&self.gate.stop_rx);
+            Err(Refused::Stopped(envelope.job))
+        } else {
+            operation
+                .send(tx, envelope)
+                .map_err(|e| Refused::Stopped(e.into_inner().job))
+        }
+    }
+
+    /// Leaves the gate; the last submit to leave a closed gate wakes the
+    /// stopper waiting in `wait_drained`.
+    fn leave_gate(&self) {
+        let prev = self.gate.state.fetch_sub(IN_FLIGHT, Ordering::AcqRel);
+        if prev == CLOSED | IN_FLIGHT {
+            drop(self.gate.lock.lock());
+            self.gate.cv.notify_all();
+        }
+    }
+
+    /// Wakes a worker that can take a job just pushed to `lane`.
+    fn wake_for(&self, lane: Priority) {
+        fence(Ordering::SeqCst);
+        if lane == Priority::Urgent && self.urgent.count.load(Ordering::Relaxed) > 0 {
+            self.urgent.notify_one();
+        } else if self.general.count.load(Ordering::Relaxed) > 0 {
+            self.general.notify_one();
+        }
+    }
+
+    /// Closes intake and wakes every submitter blocked on a full lane.
+    /// Returns whether this call closed it.
+    pub(crate) fn close(&self) -> bool {
+        let prev = self.gate.state.fetch_or(CLOSED, Ordering::AcqRel);
+        drop(self.gate.stop_tx.lock().take());
+        prev & CLOSED == 0
+    }
+
+    /// Whether intake is closed.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.gate.state.load(Ordering::Acquire) & CLOSED != 0
+    }
+
+    /// After `close`: waits until every submit that entered the gate before
+    /// it closed has left, then seals the lanes and wakes every worker.
+    pub(crate) fn seal(&self) {
+        let mut guard = self.gate.lock.lock();
+        while self.gate.state.load(Ordering::Acquire) != CLOSED {
+            self.gate.cv.wait(&mut guard);
+        }
+        drop(guard);
+        self.sealed.store(true, Ordering::SeqCst);
+        self.general.notify_all();
+        self.urgent.notify_all();
+    }
+
+    /// Takes every job left in the lanes, highest lane first, each lane in
+    /// acceptance order. Only meaningful once sealed.
+    pub(crate) fn drain(&self, mut each: impl FnMut(Priority, Envelope<J>)) {
+        for lane in Priority::ALL {
+            for envelope in self.rx[lane.index()].try_iter() {
+                each(lane, envelope);
+            }
+        }
+    }
+
+    /// The next job for a worker: highest lane first (subject to `picker`'s
+    /// aging). Sleeps while the lanes are empty; returns `None` once they
+    /// are sealed and empty.
+    pub(crate) fn take(&self, picker: &mut Picker) -> Option<(Priority, Envelope<J>)> {
+        let backoff = Backoff::new();
+        loop {
+            if let Some(found) = picker.try_take(self) {
+                return Some(found);
+            }
+            if backoff.is_completed() {
+                break;
+            }
+            backoff.snooze();
+        }
+        let group = match picker.role {
+            Role::General => &self.general,
+            Role::UrgentOnly => &self.urgent,
+        };
+        loop {
+            let mut guard = group.lock.lock();
+            group.count.fetch_add(1, Ordering::SeqCst);
+            fence(Ordering::SeqCst);
+            // Read `sealed` before the lanes: if it is set, nothing can be
+            // pushed any more, so empty lanes stay empty.
+            let sealed = self.sealed.load(Ordering::SeqCst);
+            if let Some(found) = picker.try_take(self) {
+                group.count.fetch_sub(1, Ordering::SeqCst);
+                return Some(found);
+            }
+            if sealed {
+                group.count.fetch_sub(1, Ordering::SeqCst);
+                return None;
+            }
+            group.cv.wait(&mut guard);
+            group.count.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
+/// A worker's lane choice: strict priority, optionally with aging so a
+/// lower lane is not starved (see `Builder::starvation_bound`).
+#[derive(Debug)]
+pub(crate) struct Picker {
+    /// Which lanes this worker serves.
+    role: Role,
+    /// After this many dequeues from other lanes while a lane waits, that
+    /// lane is served next. `None`: strict priority.
+    bound: Option<u32>,
+    /// Per lane: consecutive dequeues from other lanes while it was
+    /// non-empty.
+    passed_over: [u32; 3],
+}
+
+impl Picker {
+    pub(crate) fn new(role: Role, bound: Option<u32>) -> Picker {
+        Picker {
+            role,
+            bound: if role == Role::General { bound } else { None },
+            passed_over: [0; 3],
+        }
+    }
+
+    /// One non-blocking look at the lanes this worker serves.
+    fn try_take<J>(&mut self, lanes: &Lanes<J>) -> Option<(Priority, Envelope<J>)> {
+        if self.role == Role::UrgentOnly {
+            return lanes.rx[0].try_recv().ok().map(|e| (Priority::Urgent, e));
+        }
+        if let Some(bound) = self.bound {
+            // A lower lane that waited through `bound` dequeues goes first
+            // (the higher of two due lanes first).
+            for index in 1..3 {
+                if self.passed_over[index] >= bound {
+                    if let Ok(envelope) = lanes.rx[index].try_recv() {
+                        return Some(self.took(lanes, index, envelope));
+                    }
+                    self.passed_over[index] = 0;
+                }
+            }
+        }
+        for index in 0..3 {
+            if let Ok(envelope) = lanes.rx[index].try_recv() {
+                return Some(self.took(lanes, index, envelope));
+            }
+        }
+        None
+    }
+
+    /// Records a dequeue from lane `index` for aging.
+    fn took<J>(
+        &mut self,
+        lanes: &Lanes<J>,
+        index: usize,
+        envelope: Envelope<J>,
+    ) -> (Priority, Envelope<J>) {
+        if self.bound.is_some() {
+            for other in 1..3 {
+                if other == index || lanes.rx[other].is_empty() {
+                    self.passed_over[other] = 0;
+                } else {
+                    self.passed_over[other] = self.passed_over[other].saturating_add(1);
+                }
+            }
+        }
+        (Priority::from_index(index), envelope)
+    }
+}

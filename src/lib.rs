@@ -1,0 +1,131 @@
+//! A bounded worker pool with priority lanes, built so that nothing
+//! submitted to it is ever silently lost.
+//!
+//! `triage-pool` runs jobs of one type `J: Job` on a fixed set of OS
+//! threads. Jobs wait in three bounded lanes — `Urgent`, `Normal`, `Bulk` —
+//! and workers always take from the highest lane that has work. Every job
+//! that is accepted ends in exactly one terminal state, and every job that
+//! did not succeed comes back to the caller with its reason.
+//!
+//! # Quick start
+//!
+//! ```
+//! use triage_pool::{Context, Job, Pool, Priority};
+//!
+//! struct Visit { subject: u32, adverse_event: bool }
+//!
+//! impl Job for Visit {
+//!     type Error = String;
+//!     fn run(&mut self, _ctx: &Context) -> Result<(), String> {
+//!         if self.subject == 0 { return Err("missing subject id".into()); }
+//!         Ok(()) // validate, score, write to the database...
+//!     }
+//!     fn priority(&self) -> Priority {
+//!         if self.adverse_event { Priority::Urgent } else { Priority::Normal }
+//!     }
+//! }
+//!
+//! let pool: Pool<Visit> = Pool::builder().workers(4).build()?;
+//! for subject in 0..1_000 {
+//!     pool.submit(Visit { subject, adverse_event: subject % 100 == 7 })?; // blocks when full
+//! }
+//! let report = pool.stop()?; // drain, join, report
+//! assert_eq!(report.succeeded, 999);
+//! assert_eq!(report.failed[0].error, "missing subject id");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! For quick scripts, [`FnJob`] wraps a closure: `Pool<FnJob>`.
+//!
+//! # Backpressure
+//!
+//! Each lane holds at most its [capacity](Builder::capacity) of jobs, and the
+//! slots are allocated when the pool is built, so queued work never uses more
+//! memory than configured. When a lane is full:
+//! - [`submit`](Submitter::submit) blocks until a worker frees a slot (or the
+//!   pool stops, which wakes it and hands the job back);
+//! - [`try_submit`](Submitter::try_submit) returns
+//!   [`TrySubmitError::Full`] with the job inside, at once;
+//! - [`submit_timeout`](Submitter::submit_timeout) waits up to its timeout,
+//!   then returns [`SubmitTimeoutError::Timeout`] with the job inside.
+//!
+//! A job that submits follow-up work to its own pool is never blocked: on a
+//! full lane its `submit` returns [`SubmitError::Full`] instead, since
+//! workers waiting for room only workers can make would deadlock.
+//!
+//! Producer threads use [`Submitter`] clones from [`Pool::submitter`].
+//!
+//! # Priorities
+//!
+//! A job's lane is its [`Job::priority`], or the lane given to a `*_to`
+//! submit ([`submit_to`](Submitter::submit_to)). Workers take `Urgent` before
+//! `Normal` before `Bulk`, so an urgent job never waits behind lower-lane
+//! backlog: its start latency depends on how long the running jobs take, not
+//! on how many are queued. Each lane has its own capacity, so a full `Normal`
+//! lane never blocks an `Urgent` submit.
+//!
+//! Two settings refine this:
+//! - [`Builder::reserved_urgent_workers`] adds threads that only take urgent
+//!   jobs, so an urgent job starts even while every general worker is busy
+//!   with a long job.
+//! - [`Builder::starvation_bound`] (default 32) keeps lower lanes moving under
+//!   a sustained urgent stream: each non-empty lane gets at least one of every
+//!   `bound + 2` dequeues of each general worker.
+//!   [`Builder::strict_priority`] turns this off.
+//!
+//! # Panics
+//!
+//! A job that panics is caught on its worker (which keeps running), and
+//! comes back in [`StopReport::panicked`] with its message. A panic payload
+//! whose own `Drop` panics, or a job whose `Drop` panics, is contained too.
+//! Catching needs the default `panic = "unwind"`; under `panic = "abort"` a
+//! panicking job aborts the process like any panic.
+//!
+//! # Shutdown
+//!
+//! | method | queued jobs | running jobs | returns |
+//! |---|---|---|---|
+//! | [`Pool::stop`] | run | waited for | when all ran |
+//! | [`Pool::stop_now`] | handed back unrun | waited for (cancel flag up) | when running ones return |
+//! | [`Pool::stop_timeout`] | run until the deadline, then handed back | abandoned at the deadline | by the deadline |
+//! | `drop(pool)` | run | waited for | like `stop`, report logged |
+//!
+//! All of them close intake first: every later submit is refused with its
+//! job handed back, and submits blocked on a full lane wake up and get theirs
+//! back. The [`StopReport`] returns every job that did not succeed by value:
+//! failed with its error, panicked with its message, unrun (lane order, then
+//! acceptance order, ready for a resume file). The ledger balances:
+//! `accepted = succeeded + failed + panicked + unrun + abandoned`.
+//!
+//! Stops are idempotent and may race each other and `Drop`; a stop called
+//! from inside one of the pool's own jobs returns [`StopError::OnWorkerThread`]
+//! instead of waiting for itself.
+//!
+//! # Observability
+//!
+//! [`Submitter::stats`] returns a cheap [`Stats`] snapshot (lane depths, busy
+//! workers, ledger counters) for a progress bar. Each running job sees its
+//! worker, lane and queue wait in its [`Context`]. Lifecycle edges are
+//! [`tracing`](https://docs.rs/tracing) events: worker start/stop and
+//! shutdown begin/end at `debug`, a job panic at `error` (with the worker
+//! index and message), a drop with unfinished work at `warn`. Nothing per job
+//! is logged above `trace`.
+#![forbid(unsafe_code)]
+#![doc(test(attr(deny(warnings))))]
+
+mod builder;
+mod error;
+mod job;
+mod lanes;
+mod pool;
+mod report;
+mod stats;
+mod unwind;
+mod worker;
+
+pub use crate::builder::Builder;
+pub use crate::error::{BuildError, StopError, SubmitError, SubmitTimeoutError, TrySubmitError};
+pub use crate::job::{BoxError, Context, FnJob, Job, Priority};
+pub use crate::pool::{Pool, Submitter};
+pub use crate::report::{Abandoned, Failed, Panicked, StopReport, Unrun};
+pub use crate::stats::Stats;

@@ -1,0 +1,913 @@
+//! The handles users hold: [`Pool`] (owns the workers, stops them) and
+//! [`Submitter`] (a cloneable handle for producer threads), over the shared
+//! state the workers read.
+
+use std::fmt;
+use std::ops::Deref;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_utils::CachePadded;
+use parking_lot::{Condvar, Mutex};
+
+use crate::builder::Builder;
+use crate::error::{StopError, SubmitError, SubmitTimeoutError, TrySubmitError};
+use crate::job::{Cancel, Job, Priority};
+use crate::lanes::{Envelope, Lanes, Refused, Wait};
+use crate::report::{Abandoned, Failed, Panicked, StopReport, Unrun};
+use crate::stats::{self, Counters, Stats, WorkerSlot, ABANDONED, IDLE};
+use crate::unwind;
+use crate::worker;
+
+/// Source of pool ids (0 means "no pool" in the worker thread-local).
+static NEXT_POOL_ID: AtomicU64 = AtomicU64::new(1);
+
+/// State shared by the handles and the workers.
+pub(crate) struct Shared<J: Job> {
+    /// Unique id of this pool, for re-entrancy checks and logs.
+    pub(crate) id: u64,
+    /// The queues, the intake gate and the wake-ups.
+    pub(crate) lanes: Lanes<J>,
+    /// The flag behind `Context::is_cancelled`.
+    pub(crate) cancel: Arc<Cancel>,
+    /// Raised by `stop_now` or a passed deadline: workers stop taking jobs.
+    pub(crate) discard: AtomicBool,
+    /// One slot per worker (general workers first, then reserved ones).
+    pub(crate) slots: Box<[CachePadded<WorkerSlot>]>,
+    /// How many of the slots belong to reserved urgent workers.
+    pub(crate) reserved: usize,
+    /// Counters written outside the workers.
+    pub(crate) counters: Counters,
+    /// Jobs that returned `Err`, until a stop takes them.
+    pub(crate) failed: Mutex<Vec<Failed<J>>>,
+    /// Jobs that panicked, until a stop takes them.
+    pub(crate) panicked: Mutex<Vec<Panicked<J>>>,
+    /// Jobs a worker dequeued but did not start because `discard` was up.
+    pub(crate) rescued: Mutex<Vec<(Priority, Envelope<J>)>>,
+    /// Worker threads that have not exited yet.
+    pub(crate) live: Mutex<usize>,
+    /// Signalled whenever a worker exits.
+    pub(crate) live_cv: Condvar,
+}
+
+impl<J: Job> Shared<J> {
+    pub(crate) fn new(lanes: Lanes<J>, workers: usize, reserved: usize) -> Shared<J> {
+        Shared {
+            id: NEXT_POOL_ID.fetch_add(1, Ordering::Relaxed),
+            lanes,
+            cancel: Arc::default(),
+            discard: AtomicBool::new(false),
+            slots: (0..workers + reserved)
+                .map(|_| CachePadded::default())
+                .collect(),
+            reserved,
+            counters: Counters::default(),
+            failed: Mutex::new(Vec::new()),
+            panicked: Mutex::new(Vec::new()),
+            rescued: Mutex::new(Vec::new()),
+            live: Mutex::new(0),
+            live_cv: Condvar::new(),
+        }
+    }
+
+    /// Called by a worker that dequeued a job after `discard` went up.
+    pub(crate) fn rescue(&self, lane: Priority, envelope: Envelope<J>) {
+        self.rescued.lock().push((lane, envelope));
+    }
+
+    /// Called by every worker thread as it exits.
+    pub(crate) fn worker_exited(&self) {
+        *self.live.lock() -= 1;
+        self.live_cv.notify_all();
+    }
+
+    /// Stops workers from taking queued jobs and raises the cancel flag.
+    fn escalate(&self) {
+        self.discard.store(true, Ordering::SeqCst);
+        self.cancel.raise();
+    }
+
+    /// Waits until at most `target` workers are alive or the deadline passes.
+    /// Returns whether the target was reached.
+    fn wait_live(&self, target: usize, deadline: Option<Instant>) -> bool {
+        let mut live = self.live.lock();
+        while *live > target {
+            match deadline {
+                Some(deadline) => {
+                    if self.live_cv.wait_until(&mut live, deadline).timed_out() {
+                        return *live <= target;
+                    }
+                }
+                None => self.live_cv.wait(&mut live),
+            }
+        }
+        true
+    }
+}
+
+/// A cloneable handle that submits jobs to a [`Pool`] from any thread.
+///
+/// Every submit method takes the lane from [`Job::priority`]; the `*_to`
+/// variants take it as an argument instead. Each lane is bounded, so a full
+/// lane pushes back: [`submit`](Self::submit) blocks, [`try_submit`](Self::try_submit)
+/// refuses at once, [`submit_timeout`](Self::submit_timeout) gives up at its
+/// deadline. A full `Normal` or `Bulk` lane never delays an `Urgent` submit.
+///
+/// A refused job is always handed back inside the error; an accepted job
+/// always reaches exactly one terminal state (see [`StopReport`]). A
+/// `Submitter` does not keep the pool running: once the pool stops, its
+/// submits are refused with [`SubmitError::Stopped`] and friends.
+///
+/// [`Pool`] dereferences to its own `Submitter`, so every method here can be
+/// called on the pool directly.
+///
+/// # Examples
+///
+/// ```
+/// use triage_pool::{FnJob, Pool};
+///
+/// let pool: Pool<FnJob> = Pool::builder().workers(2).build()?;
+/// let producers: Vec<_> = (0..4)
+///     .map(|_| {
+///         let tx = pool.submitter();
+///         std::thread::spawn(move || {
+///             for _ in 0..100 {
+///                 tx.submit(FnJob::new(|_| ())).expect("pool is running");
+///             }
+///         })
+///     })
+///     .collect();
+/// for producer in producers {
+///     producer.join().unwrap();
+/// }
+/// assert_eq!(pool.stop()?.succeeded, 400);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Submitter<J: Job> {
+    /// The pool's shared state.
+    shared: Arc<Shared<J>>,
+}
+
+impl<J: Job> Clone for Submitter<J> {
+    fn clone(&self) -> Self {
+        Submitter {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<J: Job> fmt::Debug for Submitter<J> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Submitter")
+            .field("pool", &self.shared.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<J: Job> Submitter<J> {
+    fn push(&self, lane: Priority, job: J, wait: Wait) -> Result<(), Refused<J>> {
+        self.shared
+            .lanes
+            .push(lane, job, wait, &self.shared.counters)
+    }
+
+    /// Submits `job` to its [`priority`](Job::priority) lane, blocking while
+    /// that lane is full.
+    ///
+    /// Blocks until there is room, or until the pool begins to stop (then
+    /// the job comes back in [`SubmitError::Stopped`]). Called from one of
+    /// this pool's own workers (a job submitting follow-up work), it never
+    /// blocks: a full lane refuses with [`SubmitError::Full`], because every
+    /// worker waiting for room only workers can make would deadlock.
+    ///
+    /// # Errors
+    ///
+    /// [`SubmitError::Stopped`] once intake is closed;
+    /// [`SubmitError::Full`] only on this pool's own worker threads.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use triage_pool::{FnJob, Pool};
+    ///
+    /// let pool: Pool<FnJob> = Pool::builder().workers(1).build()?;
+    /// pool.submit(FnJob::new(|_| println!("ran")))?;
+    /// pool.stop()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn submit(&self, job: J) -> Result<(), SubmitError<J>> {
+        let lane = job.priority();
+        self.submit_to(lane, job)
+    }
+
+    /// Like [`submit`](Self::submit), into `lane` whatever the job's own
+    /// priority says.
+    ///
+    /// # Errors
+    ///
+    /// As [`submit`](Self::submit).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use triage_pool::{FnJob, Pool, Priority};
+    ///
+    /// let pool: Pool<FnJob> = Pool::builder().workers(1).build()?;
+    /// pool.submit_to(Priority::Urgent, FnJob::new(|_| ()))?;
+    /// pool.stop()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn submit_to(&self, lane: Priority, job: J) -> Result<(), SubmitError<J>> {
+        let wait = if worker::on_worker_of(self.shared.id) {
+            Wait::Never
+        } else {
+            Wait::Until(None)
+        };
+        self.push(lane, job, wait).map_err(|refused| match refused {
+            Refused::Full(job) => SubmitError::Full(job),
+            Refused::Stopped(job) | Refused::Timeout(job) => SubmitError::Stopped(job),
+        })
+    }
+
+    /// Submits `job` to its [`priority`](Job::priority) lane if there is room
+    /// right now; never blocks.
+    ///
+    /// # Errors
+    ///
+    /// [`TrySubmitError::Full`] if the lane is at capacity,
+    /// [`TrySubmitError::Stopped`] once intake is closed. The job is inside.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use triage_pool::{FnJob, Pool};
+    ///
+    /// let pool: Pool<FnJob> = Pool::builder().workers(1).build()?;
+    /// match pool.try_submit(FnJob::new(|_| ())) {
+    ///     Ok(()) => {}
+    ///     Err(e) if e.is_full() => { /* slow down, or keep the job for later */ }
+    ///     Err(e) => return Err(e.into()),
+    /// }
+    /// pool.stop()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn try_submit(&self, job: J) -> Result<(), TrySubmitError<J>> {
+        let lane = job.priority();
+        self.try_submit_to(lane, job)
+    }
+
+    /// Like [`try_submit`](Self::try_submit), into `lane`.
+    ///
+    /// # Errors
+    ///
+    /// As [`try_submit`](Self::try_submit).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use triage_pool::{FnJob, Pool, Priority};
+    ///
+    /// let pool: Pool<FnJob> = Pool::builder().workers(1).build()?;
+    /// pool.try_submit_to(Priority::Bulk, FnJob::new(|_| ()))?;
+    /// pool.stop()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn try_submit_to(&self, lane: Priority, job: J) -> Result<(), TrySubmitError<J>> {
+        self.push(lane, job, Wait::Never)
+            .map_err(|refused| match refused {
+                Refused::Full(job) | Refused::Timeout(job) => TrySubmitError::Full(job),
+                Refused::Stopped(job) => TrySubmitError::Stopped(job),
+            })
+    }
+
+    /// Submits `job` to its [`priority`](Job::priority) lane, waiting at most
+    /// `timeout` for room.
+    ///
+    /// A zero `timeout` only tries once (like [`try_submit`](Self::try_submit),
+    /// but a full lane reports [`SubmitTimeoutError::Timeout`]). A timeout too
+    /// large to add to the current time (such as `Duration::MAX`) waits like
+    /// [`submit`](Self::submit). Unlike `submit`, it waits on worker threads
+    /// too: the wait is bounded, so it cannot deadlock.
+    ///
+    /// # Errors
+    ///
+    /// [`SubmitTimeoutError::Timeout`] if the lane stayed full until the
+    /// deadline, [`SubmitTimeoutError::Stopped`] once intake is closed (also
+    /// while waiting). The job is inside.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use triage_pool::{FnJob, Pool};
+    ///
+    /// let pool: Pool<FnJob> = Pool::builder().workers(1).build()?;
+    /// pool.submit_timeout(FnJob::new(|_| ()), Duration::from_millis(100))?;
+    /// pool.stop()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn submit_timeout(&self, job: J, timeout: Duration) -> Result<(), SubmitTimeoutError<J>> {
+        let lane = job.priority();
+        self.submit_timeout_to(lane, job, timeout)
+    }
+
+    /// Like [`submit_timeout`](Self::submit_timeout), into `lane`.
+    ///
+    /// # Errors
+    ///
+    /// As [`submit_timeout`](Self::submit_timeout).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use triage_pool::{FnJob, Pool, Priority};
+    ///
+    /// let pool: Pool<FnJob> = Pool::builder().workers(1).build()?;
+    /// pool.submit_timeout_to(Priority::Urgent, FnJob::new(|_| ()), Duration::ZERO)?;
+    /// pool.stop()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn submit_timeout_to(
+        &self,
+        lane: Priority,
+        job: J,
+        timeout: Duration,
+    ) -> Result<(), SubmitTimeoutError<J>> {
+        let wait = if timeout.is_zero() {
+            Wait::Never
+        } else {
+            Wait::Until(Instant::now().checked_add(timeout))
+        };
+        self.push(lane, job, wait).map_err(|refused| match refused {
+            Refused::Full(job) | Refused::Timeout(job) => SubmitTimeoutError::Timeout(job),
+            Refused::Stopped(job) => SubmitTimeoutError::Stopped(job),
+        })
+    }
+
+    /// Whether the pool has begun to stop: from then on every submit is
+    /// refused with its job handed back.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use triage_pool::{FnJob, Pool};
+    ///
+    /// let pool: Pool<FnJob> = Pool::builder().workers(1).build()?;
+    /// let tx = pool.submitter();
+    /// assert!(!tx.is_stopped());
+    /// pool.stop()?;
+    /// assert!(tx.is_stopped());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn is_stopped(&self) -> bool {
+        self.shared.lanes.is_closed()
+    }
+
+    /// A snapshot of the pool's queues, workers and counters. Cheap: a few
+    /// atomic loads per worker and lane, no lock; see [`Stats`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use triage_pool::{FnJob, Pool, Priority};
+    ///
+    /// let pool: Pool<FnJob> = Pool::builder().workers(1).build()?;
+    /// let stats = pool.stats();
+    /// println!("{}/{} urgent slots used", stats.queued(Priority::Urgent), stats.capacity(Priority::Urgent));
+    /// pool.stop()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn stats(&self) -> Stats {
+        let shared = &self.shared;
+        stats::snapshot(
+            &shared.slots,
+            shared.reserved,
+            &shared.counters,
+            shared.lanes.lens(),
+            shared.lanes.capacity(),
+        )
+    }
+}
+
+/// How a stop treats queued and running work.
+#[derive(Debug, Clone, Copy)]
+enum Mode {
+    /// Run every queued job, then join.
+    Drain,
+    /// Hand queued jobs back unrun, wait for running ones.
+    Now,
+    /// Drain until the deadline (`None`: no deadline), then like `Now`, and
+    /// abandon jobs still running.
+    Deadline(Option<Instant>),
+}
+
+impl Mode {
+    fn deadline(self) -> Option<Instant> {
+        match self {
+            Mode::Deadline(deadline) => deadline,
+            Mode::Drain | Mode::Now => None,
+        }
+    }
+}
+
+/// Where a pool is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Running,
+    Stopping,
+    Stopped,
+}
+
+/// The lifecycle state a stop works on.
+struct Lifecycle {
+    /// Where the pool is in its life.
+    phase: Phase,
+    /// Join handles not joined yet: every worker while running, the
+    /// abandoned ones after a `stop_timeout` gave up on them.
+    handles: Vec<JoinHandle<()>>,
+}
+
+/// A bounded pool of worker threads with priority lanes that hands back
+/// every job it does not run successfully.
+///
+/// Build one with [`Pool::builder`]. Submit with the methods of
+/// [`Submitter`], which `Pool` dereferences to (`pool.submit(job)`), or hand
+/// [`submitter`](Self::submitter) clones to producer threads. Stop with
+/// [`stop`](Self::stop) (drain), [`stop_now`](Self::stop_now) (hand back the
+/// queue) or [`stop_timeout`](Self::stop_timeout) (drain with a deadline);
+/// dropping the pool drains it like `stop`.
+///
+/// `Pool<J>` is `Send + Sync`: share it in an `Arc` to stop it from another
+/// thread. Every stop method takes `&self` and is idempotent.
+///
+/// A job type must be `Send`:
+///
+/// ```compile_fail
+/// use std::rc::Rc;
+/// use triage_pool::{Context, Job};
+///
+/// struct NotSend(Rc<u8>);
+///
+/// impl Job for NotSend {
+///     type Error = ();
+///     fn run(&mut self, _: &Context) -> Result<(), ()> { Ok(()) }
+/// }
+/// ```
+///
+/// # Examples
+///
+/// ```
+/// use triage_pool::{FnJob, Pool};
+///
+/// let pool: Pool<FnJob> = Pool::builder().workers(4).build()?;
+/// for i in 0..100 {
+///     pool.submit(FnJob::new(move |_| { let _ = i * 2; }))?;
+/// }
+/// let report = pool.stop()?;
+/// assert_eq!(report.succeeded, 100);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Pool<J: Job> {
+    /// The pool's own submit handle (also holds the shared state).
+    submitter: Submitter<J>,
+    /// Phase and join handles, behind the lock that serializes stops.
+    lifecycle: Mutex<Lifecycle>,
+    /// Signalled when a stop finishes.
+    stopped: Condvar,
+}
+
+impl<J: Job> fmt::Debug for Pool<J> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pool")
+            .field("id", &self.shared().id)
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<J: Job> Deref for Pool<J> {
+    type Target = Submitter<J>;
+
+    fn deref(&self) -> &Submitter<J> {
+        &self.submitter
+    }
+}
+
+impl<J: Job> Pool<J> {
+    /// A [`Builder`] with the defaults: `num_cpus::get()` workers, no
+    /// reserved urgent workers, lane capacities of 256 / 1024 / 1024
+    /// (`Urgent` / `Normal` / `Bulk`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use triage_pool::{FnJob, Pool, Priority};
+    ///
+    /// let pool: Pool<FnJob> = Pool::builder()
+    ///     .workers(2)
+    ///     .capacity(Priority::Normal, 64)
+    ///     .thread_name("importer")
+    ///     .build()?;
+    /// pool.stop()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn builder() -> Builder<J> {
+        Builder::new()
+    }
+
+    pub(crate) fn from_parts(shared: Arc<Shared<J>>, handles: Vec<JoinHandle<()>>) -> Pool<J> {
+        Pool {
+            submitter: Submitter { shared },
+            lifecycle: Mutex::new(Lifecycle {
+                phase: Phase::Running,
+                handles,
+            }),
+            stopped: Condvar::new(),
+        }
+    }
+
+    fn shared(&self) -> &Shared<J> {
+        &self.submitter.shared
+    }
+
+    /// A new [`Submitter`] for a producer thread.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use triage_pool::{FnJob, Pool};
+    ///
+    /// let pool: Pool<FnJob> = Pool::builder().workers(1).build()?;
+    /// let tx = pool.submitter();
+    /// std::thread::spawn(move || tx.submit(FnJob::new(|_| ())).is_ok()).join().unwrap();
+    /// assert_eq!(pool.stop()?.succeeded, 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn submitter(&self) -> Submitter<J> {
+        self.submitter.clone()
+    }
+
+    /// Stops gracefully: closes intake, runs every job already accepted
+    /// (highest lane first), joins the workers, and reports.
+    ///
+    /// From the moment it is called, every submit is refused with its job
+    /// handed back — including submits blocked on a full lane, which wake
+    /// up. Blocks until every queued job has run and every worker has
+    /// exited; a job that never returns makes it block forever (use
+    /// [`stop_timeout`](Self::stop_timeout) to bound the wait).
+    ///
+    /// Idempotent: if the pool is already stopping, waits for that stop to
+    /// finish; once stopped, joins any worker a `stop_timeout` abandoned
+    /// (waiting for its job to end). Either way it then returns an empty
+    /// report: only the call that performed the stop receives the jobs.
+    ///
+    /// # Errors
+    ///
+    /// [`StopError::OnWorkerThread`] if called from inside a job of this
+    /// pool; the pool is left untouched.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use triage_pool::{FnJob, Pool};
+    ///
+    /// let pool: Pool<FnJob> = Pool::builder().workers(2).build()?;
+    /// for _ in 0..10 {
+    ///     pool.submit(FnJob::new(|_| ()))?;
+    /// }
+    /// let report = pool.stop()?;
+    /// assert_eq!(report.succeeded, 10);
+    /// assert!(pool.stop()?.is_clean()); // second call: empty report
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn stop(&self) -> Result<StopReport<J>, StopError> {
+        self.shutdown(Mode::Drain)
+    }
+
+    /// Stops at once: closes intake, raises the cancel flag
+    /// ([`Context::is_cancelled`](crate::Context::is_cancelled)), hands every
+    /// queued job back unrun in [`StopReport::unrun`] (lane order, then
+    /// acceptance order), and waits for the running jobs to return.
+    ///
+    /// A job a worker had already dequeued when the flag went up, but not
+    /// yet started, is handed back unrun too. Jobs running at that moment
+    /// finish (with the flag raised, so a cooperative job returns early) and
+    /// are reported like any other.
+    ///
+    /// Called while another thread's `stop` is draining, it escalates that
+    /// stop (the draining call receives the unrun jobs) and waits for it.
+    /// Otherwise idempotent like [`stop`](Self::stop).
+    ///
+    /// # Errors
+    ///
+    /// [`StopError::OnWorkerThread`] if called from inside a job of this pool.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use triage_pool::{FnJob, Pool};
+    ///
+    /// let pool: Pool<FnJob> = Pool::builder().workers(1).build()?;
+    /// let report = pool.stop_now()?;
+    /// assert!(report.unrun.is_empty());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn stop_now(&self) -> Result<StopReport<J>, StopError> {
+        self.shutdown(Mode::Now)
+    }
+
+    /// Stops gracefully, but not for longer than `timeout`: drains like
+    /// [`stop`](Self::stop) until the deadline, then behaves like
+    /// [`stop_now`](Self::stop_now) — raises the cancel flag and hands the
+    /// rest of the queue back unrun — without waiting for running jobs:
+    /// a job still running is reported in [`StopReport::abandoned`] (which
+    /// worker, which lane, running since when), and its thread is left to
+    /// finish it and log the outcome. A later [`stop`](Self::stop) joins
+    /// such threads; dropping the pool does not wait for them.
+    ///
+    /// Returns shortly after the deadline (the time for idle workers to
+    /// exit). A zero timeout hands the queue back at once; a timeout too
+    /// large to add to the current time (such as `Duration::MAX`) waits like
+    /// `stop`. If another thread is already stopping the pool, waits for it
+    /// until the deadline, then raises the cancel flag and returns an empty
+    /// report.
+    ///
+    /// # Errors
+    ///
+    /// [`StopError::OnWorkerThread`] if called from inside a job of this pool.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use triage_pool::{FnJob, Pool};
+    ///
+    /// let pool: Pool<FnJob> = Pool::builder().workers(1).build()?;
+    /// pool.submit(FnJob::new(|_| ()))?;
+    /// let report = pool.stop_timeout(Duration::from_secs(10))?;
+    /// assert_eq!(report.succeeded + report.unrun.len() as u64, 1);
+    /// assert!(report.abandoned.is_empty());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn stop_timeout(&self, timeout: Duration) -> Result<StopReport<J>, StopError> {
+        self.shutdown(Mode::Deadline(Instant::now().checked_add(timeout)))
+    }
+
+    /// The stop family's shared entry: decides which call performs the
+    /// stop; every other call waits for it and gets an empty report.
+    fn shutdown(&self, mode: Mode) -> Result<StopReport<J>, StopError> {
+        if worker::on_worker_of(self.shared().id) {
+            return Err(StopError::OnWorkerThread);
+        }
+        let deadline = mode.deadline();
+        let mut lifecycle = match deadline {
+            Some(deadline) => match self.lifecycle.try_lock_until(deadline) {
+                Some(guard) => guard,
+                None => {
+                    self.shared().escalate();
+                    return Ok(StopReport::empty());
+                }
+            },
+            None => self.lifecycle.lock(),
+        };
+        loop {
+            match lifecycle.phase {
+                Phase::Running => break,
+                Phase::Stopping => {
+                    if matches!(mode, Mode::Now) {
+                        self.shared().escalate();
+                    }
+                    match deadline {
+                        Some(deadline) => {
+                            if self
+                                .stopped
+                                .wait_until(&mut lifecycle, deadline)
+                                .timed_out()
+                                && lifecycle.phase == Phase::Stopping
+                            {
+                                self.shared().escalate();
+                                return Ok(StopReport::empty());
+                            }
+                        }
+                        None => self.stopped.wait(&mut lifecycle),
+                    }
+                }
+                Phase::Stopped => {
+                    // Join workers a stop_timeout abandoned, within our own
+                    // deadline if we have one.
+                    if self.shared().wait_live(0, deadline) {
+                        for handle in lifecycle.handles.drain(..) {
+                            join(self.shared().id, handle);
+                        }
+                    }
+                    return Ok(StopReport::empty());
+                }
+            }
+        }
+        lifecycle.phase = Phase::Stopping;
+        let handles = std::mem::take(&mut lifecycle.handles);
+        drop(lifecycle);
+
+        let (report, stragglers) = self.perform_stop(mode, handles);
+
+        let mut lifecycle = self.lifecycle.lock();
+        lifecycle.phase = Phase::Stopped;
+        lifecycle.handles = stragglers;
+        drop(lifecycle);
+        self.stopped.notify_all();
+        Ok(report)
+    }
+
+    /// Does the stop: close, drain or discard, join, collect the report.
+    /// Returns the report and the handles of abandoned workers.
+    fn perform_stop(
+        &self,
+        mode: Mode,
+        handles: Vec<JoinHandle<()>>,
+    ) -> (StopReport<J>, Vec<JoinHandle<()>>) {
+        let shared = self.shared();
+        tracing::debug!(pool = shared.id, ?mode, "shutdown begin");
+        shared.lanes.close();
+        if matches!(mode, Mode::Now) {
+            shared.escalate();
+        }
+        // Waits out submits already inside the gate (the blocked ones were
+        // just woken by `close`), then lets idle workers see the end.
+        shared.lanes.seal();
+
+        let mut abandoned = Vec::new();
+        if let Some(deadline) = mode.deadline() {
+            if !shared.wait_live(0, Some(deadline)) {
+                shared.escalate();
+                abandoned = self.abandon_running();
+                // Workers not abandoned are idle or finishing a record:
+                // they exit promptly now that `discard` is up.
+                shared.wait_live(abandoned.len(), None);
+            }
+        }
+        let mut stragglers = Vec::new();
+        for (index, handle) in handles.into_iter().enumerate() {
+            if abandoned.iter().any(|a: &Abandoned| a.worker == index) {
+                stragglers.push(handle);
+            } else {
+                join(shared.id, handle);
+            }
+        }
+
+        let report = self.collect(abandoned);
+        tracing::debug!(
+            pool = shared.id,
+            succeeded = report.succeeded,
+            failed = report.failed.len(),
+            panicked = report.panicked.len(),
+            unrun = report.unrun.len(),
+            abandoned = report.abandoned.len(),
+            "shutdown end"
+        );
+        (report, stragglers)
+    }
+
+    /// Marks every worker still running a job as abandoned and describes it.
+    fn abandon_running(&self) -> Vec<Abandoned> {
+        let shared = self.shared();
+        let mut abandoned = Vec::new();
+        for (worker, slot) in shared.slots.iter().enumerate() {
+            let mut state = slot.state.load(Ordering::SeqCst);
+            while state != IDLE && state != ABANDONED {
+                match slot.state.compare_exchange(
+                    state,
+                    ABANDONED,
+                    Ordering::SeqCst,
+                    Ordering::SeqCst,
+                ) {
+                    Ok(_) => {
+                        let lane =
+                            Priority::from_index(usize::from(slot.lane.load(Ordering::Relaxed)));
+                        let running_since = shared.lanes.instant_at(state - 1);
+                        tracing::warn!(pool = shared.id, worker, %lane, "job still running at the stop deadline; abandoning it");
+                        abandoned.push(Abandoned {
+                            worker,
+                            lane,
+                            running_since,
+                        });
+                        break;
+                    }
+                    Err(actual) => state = actual,
+                }
+            }
+        }
+        abandoned
+    }
+
+    /// Builds the report once every non-abandoned worker has exited.
+    fn collect(&self, abandoned: Vec<Abandoned>) -> StopReport<J> {
+        let shared = self.shared();
+        // Unrun: jobs rescued by workers were dequeued before anything still
+        // in their lane, so they go first within the lane.
+        let mut by_lane: [Vec<Unrun<J>>; 3] = Default::default();
+        let mut rescued = std::mem::take(&mut *shared.rescued.lock());
+        rescued.sort_by_key(|(_, envelope)| envelope.accepted_at);
+        for (lane, envelope) in rescued {
+            by_lane[lane.index()].push(Unrun {
+                job: envelope.job,
+                lane,
+            });
+        }
+        shared.lanes.drain(|lane, envelope| {
+            by_lane[lane.index()].push(Unrun {
+                job: envelope.job,
+                lane,
+            });
+        });
+        let [mut unrun, normal, bulk] = by_lane;
+        unrun.extend(normal);
+        unrun.extend(bulk);
+
+        let counters = &shared.counters;
+        counters
+            .unrun
+            .fetch_add(unrun.len() as u64, Ordering::AcqRel);
+        counters
+            .abandoned
+            .fetch_add(abandoned.len() as u64, Ordering::AcqRel);
+        StopReport {
+            succeeded: shared
+                .slots
+                .iter()
+                .map(|slot| slot.succeeded.load(Ordering::Acquire))
+                .sum(),
+            failed: std::mem::take(&mut *shared.failed.lock()),
+            panicked: std::mem::take(&mut *shared.panicked.lock()),
+            unrun,
+            abandoned,
+        }
+    }
+}
+
+/// Joins a worker thread; a worker never panics (jobs' panics are caught),
+/// but if one did, it is logged rather than propagated.
+fn join(pool: u64, handle: JoinHandle<()>) {
+    if handle.join().is_err() {
+        tracing::error!(pool, "a worker thread panicked outside a job");
+    }
+}
+
+impl<J: Job> Drop for Pool<J> {
+    /// Drains the pool like [`stop`](Pool::stop) if no stop has run yet, and
+    /// logs the report at `warn` level if anything did not succeed (the
+    /// jobs in it are dropped; call `stop` to get them back).
+    ///
+    /// Workers a `stop_timeout` abandoned are not waited for. A pool dropped
+    /// on one of its own worker threads closes intake and lets its workers
+    /// drain and exit on their own, detached.
+    fn drop(&mut self) {
+        let shared = Arc::clone(&self.submitter.shared);
+        if worker::on_worker_of(shared.id) {
+            if self.lifecycle.get_mut().phase == Phase::Running {
+                tracing::warn!(
+                    pool = shared.id,
+                    "pool dropped on its own worker thread; its workers drain and exit detached"
+                );
+                shared.lanes.close();
+                shared.lanes.seal();
+            }
+            return;
+        }
+        if self.lifecycle.get_mut().phase == Phase::Stopped {
+            return;
+        }
+        let Ok(report) = self.shutdown(Mode::Drain) else {
+            return;
+        };
+        if !report.is_clean() {
+            tracing::warn!(
+                pool = shared.id,
+                succeeded = report.succeeded,
+                failed = report.failed.len(),
+                panicked = report.panicked.len(),
+                unrun = report.unrun.len(),
+                abandoned = report.abandoned.len(),
+                "pool dropped with jobs that did not succeed; they are dropped too (call stop() to get them back)"
+            );
+        }
+        let StopReport {
+            failed,
+            panicked,
+            unrun,
+            ..
+        } = report;
+        // A job's Drop may panic; never let that escape a Drop.
+        failed
+            .into_iter()
+            .for_each(|f| drop(unwind::drop_contained(f)));
+        panicked
+            .into_iter()
+            .for_each(|p| drop(unwind::drop_contained(p)));
+        unrun
+            .into_iter()
+            .for_each(|u| drop(unwind::drop_contained(u)));
+    }
+}

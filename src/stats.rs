@@ -1,0 +1,261 @@
+//! Counters behind [`Pool::stats`](crate::Pool::stats).
+//!
+//! Per-job counters live in each worker's own cache line and have a single
+//! writer (that worker), so counting a finished job is a plain load and
+//! store, not a contended read-modify-write. A snapshot sums them.
+
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+
+use crossbeam_utils::CachePadded;
+
+use crate::job::Priority;
+
+/// `WorkerSlot::state` value of a worker that is not running a job.
+pub(crate) const IDLE: u64 = 0;
+/// `WorkerSlot::state` value of a worker whose job a `stop_timeout` deadline
+/// gave up on.
+pub(crate) const ABANDONED: u64 = u64::MAX;
+
+/// What one worker publishes about itself.
+#[derive(Debug, Default)]
+pub(crate) struct WorkerSlot {
+    /// Jobs this worker ran that returned `Ok`.
+    pub(crate) succeeded: AtomicU64,
+    /// Jobs this worker ran that returned `Err`.
+    pub(crate) failed: AtomicU64,
+    /// Jobs this worker ran that panicked.
+    pub(crate) panicked: AtomicU64,
+    /// `IDLE`, `ABANDONED`, or 1 + the job's start time in nanoseconds since
+    /// the pool's epoch. Written by the worker; swapped to `ABANDONED` by a
+    /// stop whose deadline passed (see `pool.rs`, "Abandoning a job").
+    pub(crate) state: AtomicU64,
+    /// `Priority::index` of the running job's lane.
+    pub(crate) lane: AtomicU8,
+}
+
+impl WorkerSlot {
+    /// Adds one to a counter only this worker writes. Release, so a snapshot
+    /// that sees the new count also sees the job's `accepted` increment.
+    pub(crate) fn bump(counter: &AtomicU64) {
+        counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Release);
+    }
+}
+
+/// Pool-wide counters written by producers and the stopping thread.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    /// Jobs accepted into a lane.
+    pub(crate) accepted: CachePadded<AtomicU64>,
+    /// Submits refused (full, stopped, timed out).
+    pub(crate) refused: CachePadded<AtomicU64>,
+    /// Accepted jobs handed back unrun at stop.
+    pub(crate) unrun: AtomicU64,
+    /// Jobs still running at a `stop_timeout` deadline.
+    pub(crate) abandoned: AtomicU64,
+}
+
+/// A snapshot of a pool's state, cheap enough to take for every refresh of a
+/// progress bar: a few atomic loads per worker and per lane, no lock.
+///
+/// The counters are read one after another while the pool runs, so a
+/// snapshot taken under load is consistent only approximately (a job may be
+/// counted as accepted and not yet as finished). Once the pool has stopped
+/// the ledger balances exactly:
+/// `accepted = succeeded + failed + panicked + unrun + abandoned`.
+///
+/// # Examples
+///
+/// ```
+/// use triage_pool::{FnJob, Pool};
+///
+/// let pool: Pool<FnJob> = Pool::builder().workers(2).build()?;
+/// pool.submit(FnJob::new(|_| ()))?;
+/// let stats = pool.stats();
+/// assert_eq!(stats.workers(), 2);
+/// assert_eq!(stats.accepted(), 1);
+/// println!("{} queued, {} busy", stats.queued_total(), stats.busy());
+/// pool.stop()?;
+/// assert_eq!(pool.stats().succeeded(), 1);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    pub(crate) workers: usize,
+    pub(crate) reserved_urgent_workers: usize,
+    pub(crate) busy: usize,
+    pub(crate) queued: [usize; 3],
+    pub(crate) capacity: [usize; 3],
+    pub(crate) accepted: u64,
+    pub(crate) succeeded: u64,
+    pub(crate) failed: u64,
+    pub(crate) panicked: u64,
+    pub(crate) unrun: u64,
+    pub(crate) abandoned: u64,
+    pub(crate) refused: u64,
+}
+
+/// Generates documented getters for `Stats` fields.
+macro_rules! getters {
+    ($($(#[$doc:meta])* $name:ident: $ty:ty;)+) => {
+        $(
+            $(#[$doc])*
+            ///
+            /// # Examples
+            ///
+            /// ```
+            /// use triage_pool::{FnJob, Pool};
+            ///
+            /// let pool: Pool<FnJob> = Pool::builder().workers(1).build()?;
+            #[doc = concat!("let value = pool.stats().", stringify!($name), "();")]
+            /// # let _ = value;
+            /// # Ok::<(), Box<dyn std::error::Error>>(())
+            /// ```
+            pub fn $name(&self) -> $ty {
+                self.$name
+            }
+        )+
+    };
+}
+
+impl Stats {
+    getters! {
+        /// General worker threads (they take every lane).
+        workers: usize;
+        /// Reserved urgent worker threads (they take only the `Urgent` lane).
+        reserved_urgent_workers: usize;
+        /// Worker threads running a job right now.
+        busy: usize;
+        /// Jobs accepted into a lane since the pool was built.
+        accepted: u64;
+        /// Jobs whose `run` returned `Ok`.
+        succeeded: u64;
+        /// Jobs whose `run` returned `Err`.
+        failed: u64;
+        /// Jobs whose `run` panicked.
+        panicked: u64;
+        /// Accepted jobs handed back unrun by a stop.
+        unrun: u64;
+        /// Jobs still running at a `stop_timeout` deadline.
+        abandoned: u64;
+        /// Submits that were refused (lane full, timeout, or stopped). A
+        /// refused job was never accepted and is not part of the ledger.
+        refused: u64;
+    }
+
+    /// Jobs waiting in `lane` right now.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use triage_pool::{FnJob, Pool, Priority};
+    ///
+    /// let pool: Pool<FnJob> = Pool::builder().workers(1).build()?;
+    /// assert_eq!(pool.stats().queued(Priority::Urgent), 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn queued(&self, lane: Priority) -> usize {
+        self.queued[lane.index()]
+    }
+
+    /// Jobs waiting in all lanes together.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use triage_pool::{FnJob, Pool};
+    ///
+    /// let pool: Pool<FnJob> = Pool::builder().workers(1).build()?;
+    /// assert_eq!(pool.stats().queued_total(), 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn queued_total(&self) -> usize {
+        self.queued.iter().sum()
+    }
+
+    /// The configured capacity of `lane`: the most jobs it holds at once.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use triage_pool::{FnJob, Pool, Priority};
+    ///
+    /// let pool: Pool<FnJob> = Pool::builder().capacity(Priority::Bulk, 10).build()?;
+    /// assert_eq!(pool.stats().capacity(Priority::Bulk), 10);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn capacity(&self, lane: Priority) -> usize {
+        self.capacity[lane.index()]
+    }
+
+    /// Jobs accepted that have not reached a terminal state yet (queued or
+    /// running): `accepted - (succeeded + failed + panicked + unrun +
+    /// abandoned)`, saturating at 0 for a snapshot taken mid-update.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use triage_pool::{FnJob, Pool};
+    ///
+    /// let pool: Pool<FnJob> = Pool::builder().workers(1).build()?;
+    /// pool.stop()?;
+    /// assert_eq!(pool.stats().pending(), 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn pending(&self) -> u64 {
+        self.accepted.saturating_sub(self.finished())
+    }
+
+    /// Jobs in a terminal state:
+    /// `succeeded + failed + panicked + unrun + abandoned`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use triage_pool::{FnJob, Pool};
+    ///
+    /// let pool: Pool<FnJob> = Pool::builder().workers(1).build()?;
+    /// pool.submit(FnJob::new(|_| ()))?;
+    /// pool.stop()?;
+    /// assert_eq!(pool.stats().finished(), 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn finished(&self) -> u64 {
+        self.succeeded + self.failed + self.panicked + self.unrun + self.abandoned
+    }
+}
+
+/// Sums the worker slots and shared counters into a [`Stats`].
+pub(crate) fn snapshot(
+    slots: &[CachePadded<WorkerSlot>],
+    reserved: usize,
+    counters: &Counters,
+    queued: [usize; 3],
+    capacity: [usize; 3],
+) -> Stats {
+    let mut stats = Stats {
+        workers: slots.len() - reserved,
+        reserved_urgent_workers: reserved,
+        busy: 0,
+        queued,
+        capacity,
+        // Terminal counters are read before `accepted`, so a snapshot never
+        // shows more finished than accepted jobs.
+        accepted: 0,
+        succeeded: 0,
+        failed: 0,
+        panicked: 0,
+        unrun: counters.unrun.load(Ordering::Acquire),
+        abandoned: counters.abandoned.load(Ordering::Acquire),
+        refused: counters.refused.load(Ordering::Relaxed),
+    };
+    for slot in slots {
+        stats.succeeded += slot.succeeded.load(Ordering::Acquire);
+        stats.failed += slot.failed.load(Ordering::Acquire);
+        stats.panicked += slot.panicked.load(Ordering::Acquire);
+        if slot.state.load(Ordering::Relaxed) != IDLE {
+            stats.busy += 1;
+        }
+    }
+    stats.accepted = counters.accepted.load(Ordering::Acquire);
+    stats
+}

@@ -1,0 +1,178 @@
+//! The worker loop: take the next job (highest lane first), run it with
+//! panics caught, record its outcome; exit once the lanes are sealed and
+//! empty, or as soon as a stop asks to discard queued work.
+
+use std::cell::Cell;
+use std::io;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use crate::job::{Context, Job, Priority};
+use crate::lanes::{Picker, Role};
+use crate::pool::Shared;
+use crate::report::{Failed, Panicked};
+use crate::stats::{WorkerSlot, ABANDONED, IDLE};
+use crate::unwind;
+
+thread_local! {
+    /// Id of the pool whose worker runs on this thread; 0 on other threads.
+    static CURRENT_POOL: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Whether the calling thread is one of the workers of pool `id`.
+pub(crate) fn on_worker_of(id: u64) -> bool {
+    CURRENT_POOL.with(|current| current.get() == id)
+}
+
+/// What to call a worker thread and how to start it.
+#[derive(Debug)]
+pub(crate) struct Spawn {
+    /// Worker index (general workers first, then reserved ones).
+    pub(crate) index: usize,
+    /// Which lanes it serves.
+    pub(crate) role: Role,
+    /// Thread name.
+    pub(crate) name: String,
+    /// Stack size, if not the platform default.
+    pub(crate) stack_size: Option<usize>,
+    /// Starvation bound for its lane choice.
+    pub(crate) starvation_bound: Option<u32>,
+    /// Only for tests: pretend the OS refused this spawn.
+    pub(crate) fail: bool,
+}
+
+/// Starts one worker thread. The caller counted it in `shared.live` first.
+pub(crate) fn spawn<J: Job>(shared: &Arc<Shared<J>>, spec: Spawn) -> io::Result<JoinHandle<()>> {
+    if spec.fail {
+        return Err(io::Error::new(
+            io::ErrorKind::WouldBlock,
+            "injected spawn failure",
+        ));
+    }
+    let mut builder = thread::Builder::new().name(spec.name);
+    if let Some(size) = spec.stack_size {
+        builder = builder.stack_size(size);
+    }
+    let shared = Arc::clone(shared);
+    let (index, role, bound) = (spec.index, spec.role, spec.starvation_bound);
+    builder.spawn(move || run(&shared, index, Picker::new(role, bound), role))
+}
+
+/// Counts the worker out of `shared.live` however it exits.
+struct LiveGuard<'a, J: Job>(&'a Shared<J>, usize);
+
+impl<J: Job> Drop for LiveGuard<'_, J> {
+    fn drop(&mut self) {
+        tracing::debug!(pool = self.0.id, worker = self.1, "worker stopped");
+        self.0.worker_exited();
+    }
+}
+
+/// The worker loop.
+fn run<J: Job>(shared: &Shared<J>, index: usize, mut picker: Picker, role: Role) {
+    CURRENT_POOL.with(|current| current.set(shared.id));
+    let _live = LiveGuard(shared, index);
+    tracing::debug!(pool = shared.id, worker = index, ?role, "worker started");
+    let slot = &shared.slots[index];
+    let mut ctx = Context::new(index, role == Role::UrgentOnly, Arc::clone(&shared.cancel));
+    loop {
+        if shared.discard.load(Ordering::Acquire) {
+            break;
+        }
+        let Some((lane, envelope)) = shared.lanes.take(&mut picker) else {
+            break;
+        };
+        let start = shared.lanes.now();
+        let running = start.saturating_add(1).min(ABANDONED - 1);
+        slot.lane.store(lane.index() as u8, Ordering::Relaxed);
+        // Abandoning a job: this store and the `discard` load below pair with
+        // the stopper's `discard` store and its swap of `state` to ABANDONED
+        // (both SeqCst). Either this worker sees `discard` and hands the job
+        // back unrun, or the stopper sees the job running and abandons it;
+        // the compare-exchange decides if both happen at once.
+        slot.state.store(running, Ordering::SeqCst);
+        if shared.discard.load(Ordering::SeqCst)
+            && slot
+                .state
+                .compare_exchange(running, IDLE, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+        {
+            shared.rescue(lane, envelope);
+            break;
+        }
+        let queue_wait = Duration::from_nanos(start.saturating_sub(envelope.accepted_at));
+        ctx.set_job(lane, queue_wait);
+        let mut job = envelope.job;
+        let outcome = unwind::catch(|| job.run(&ctx));
+        let abandoned = slot
+            .state
+            .compare_exchange(running, IDLE, Ordering::AcqRel, Ordering::Acquire)
+            .is_err();
+        if abandoned {
+            late_outcome(shared.id, index, lane, job, outcome);
+            break;
+        }
+        record(shared, slot, index, lane, job, outcome);
+    }
+}
+
+/// Files a finished job under its terminal state.
+fn record<J: Job>(
+    shared: &Shared<J>,
+    slot: &WorkerSlot,
+    worker: usize,
+    lane: Priority,
+    job: J,
+    outcome: Result<Result<(), J::Error>, String>,
+) {
+    match outcome {
+        Ok(Ok(())) => {
+            if let Some(message) = unwind::drop_contained(job) {
+                tracing::error!(pool = shared.id, worker, %lane, %message, "dropping a finished job panicked");
+            }
+            WorkerSlot::bump(&slot.succeeded);
+        }
+        Ok(Err(error)) => {
+            shared.failed.lock().push(Failed {
+                job,
+                error,
+                worker,
+                lane,
+            });
+            WorkerSlot::bump(&slot.failed);
+        }
+        Err(message) => {
+            tracing::error!(pool = shared.id, worker, %lane, %message, "job panicked");
+            shared.panicked.lock().push(Panicked {
+                job,
+                message,
+                worker,
+                lane,
+            });
+            WorkerSlot::bump(&slot.panicked);
+        }
+    }
+}
+
+/// Logs the outcome of a job a `stop_timeout` deadline gave up on; the stop
+/// already reported it as abandoned, so nobody is left to hand it to.
+fn late_outcome<J: Job>(
+    pool: u64,
+    worker: usize,
+    lane: Priority,
+    job: J,
+    outcome: Result<Result<(), J::Error>, String>,
+) {
+    let outcome = match outcome {
+        Ok(Ok(())) => "succeeded".to_owned(),
+        Ok(Err(error)) => {
+            let _ = unwind::drop_contained(error);
+            "failed".to_owned()
+        }
+        Err(message) => format!("panicked: {message}"),
+    };
+    tracing::warn!(pool, worker, %lane, %outcome, "abandoned job finished after its stop deadline");
+    let _ = unwind::drop_contained(job);
+}
