@@ -1,0 +1,274 @@
+//! Shared helpers for the integration tests: a watchdog that turns a hang
+//! into a failure, latches and arrival counters instead of sleeps, and a
+//! probe job that records every run and drop per job id.
+#![allow(dead_code, unreachable_pub)]
+
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Condvar, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use triage_pool::{Context, Job, Priority};
+
+/// Default bound for a test body: generous for a loaded 2-core machine, but
+/// a deadlock fails instead of hanging CI.
+pub const LIMIT: Duration = Duration::from_secs(60);
+
+/// Runs `f` on its own thread and fails the test if it does not finish
+/// within `limit`. Panics inside `f` propagate as the test's failure.
+#[track_caller]
+pub fn watchdog<T, F>(limit: Duration, f: F) -> T
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    let (tx, rx) = mpsc::channel();
+    let handle = thread::Builder::new()
+        .name("watched-test".into())
+        .spawn(move || {
+            let _ = tx.send(catch_unwind(AssertUnwindSafe(f)));
+        })
+        .expect("spawn watched test thread");
+    match rx.recv_timeout(limit) {
+        Ok(Ok(value)) => {
+            handle.join().expect("watched thread");
+            value
+        }
+        Ok(Err(panic)) => resume_unwind(panic),
+        Err(_) => panic!("watchdog: test body did not finish within {limit:?} (deadlock?)"),
+    }
+}
+
+/// `watchdog` with the default limit.
+#[track_caller]
+pub fn guarded<T, F>(f: F) -> T
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    watchdog(LIMIT, f)
+}
+
+/// A gate jobs wait at until the test opens it. Waits are bounded by
+/// `LIMIT` so a forgotten `open` fails the job rather than hanging.
+#[derive(Debug, Default)]
+pub struct Latch {
+    open: Mutex<bool>,
+    cv: Condvar,
+}
+
+impl Latch {
+    pub fn new() -> Arc<Latch> {
+        Arc::new(Latch::default())
+    }
+
+    pub fn open(&self) {
+        *self.open.lock().unwrap() = true;
+        self.cv.notify_all();
+    }
+
+    pub fn is_open(&self) -> bool {
+        *self.open.lock().unwrap()
+    }
+
+    /// Waits until opened; panics after `LIMIT`.
+    pub fn wait(&self) {
+        assert!(self.wait_timeout(LIMIT), "latch never opened");
+    }
+
+    /// Waits until opened or `timeout`; returns whether it is open.
+    pub fn wait_timeout(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut open = self.open.lock().unwrap();
+        while !*open {
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            open = self.cv.wait_timeout(open, deadline - now).unwrap().0;
+        }
+        true
+    }
+}
+
+/// Counts arrivals (e.g. "a job started") and lets the test wait for `n`.
+#[derive(Debug, Default)]
+pub struct Arrivals {
+    count: Mutex<usize>,
+    cv: Condvar,
+}
+
+impl Arrivals {
+    pub fn new() -> Arc<Arrivals> {
+        Arc::new(Arrivals::default())
+    }
+
+    pub fn arrive(&self) {
+        *self.count.lock().unwrap() += 1;
+        self.cv.notify_all();
+    }
+
+    pub fn count(&self) -> usize {
+        *self.count.lock().unwrap()
+    }
+
+    /// Waits until at least `n` arrived; panics after `LIMIT`.
+    pub fn wait_for(&self, n: usize) {
+        let deadline = Instant::now() + LIMIT;
+        let mut count = self.count.lock().unwrap();
+        while *count < n {
+            let now = Instant::now();
+            assert!(now < deadline, "only {} of {n} arrivals", *count);
+            count = self.cv.wait_timeout(count, deadline - now).unwrap().0;
+        }
+    }
+}
+
+/// Per job id: how often it ran and how often it was dropped, plus the
+/// order in which jobs started.
+#[derive(Debug)]
+pub struct Ledger {
+    runs: Vec<AtomicUsize>,
+    drops: Vec<AtomicUsize>,
+    starts: Mutex<Vec<usize>>,
+}
+
+impl Ledger {
+    pub fn new(ids: usize) -> Arc<Ledger> {
+        Arc::new(Ledger {
+            runs: (0..ids).map(|_| AtomicUsize::new(0)).collect(),
+            drops: (0..ids).map(|_| AtomicUsize::new(0)).collect(),
+            starts: Mutex::new(Vec::new()),
+        })
+    }
+
+    pub fn runs(&self, id: usize) -> usize {
+        self.runs[id].load(Ordering::SeqCst)
+    }
+
+    pub fn drops(&self, id: usize) -> usize {
+        self.drops[id].load(Ordering::SeqCst)
+    }
+
+    pub fn total_runs(&self) -> usize {
+        self.runs.iter().map(|r| r.load(Ordering::SeqCst)).sum()
+    }
+
+    /// Job ids in the order they started running.
+    pub fn starts(&self) -> Vec<usize> {
+        self.starts.lock().unwrap().clone()
+    }
+}
+
+/// What a [`Probe`] does when run.
+#[derive(Debug, Clone)]
+pub enum Action {
+    Succeed,
+    /// Returns `Err(id)`.
+    Fail,
+    /// `panic!("probe {id}")` (a `String` payload).
+    PanicString,
+    /// `panic!("static probe panic")` (a `&str` payload).
+    PanicStr,
+    /// `panic_any(42_u32)`.
+    PanicAny,
+    /// Panics with a payload whose own `Drop` panics.
+    PanicBadPayload,
+    /// Waits at the latch, then succeeds.
+    Wait(Arc<Latch>),
+    /// Waits until the pool raises its cancel flag, then succeeds.
+    WaitCancelled,
+}
+
+/// A test job: records its run and drop in a [`Ledger`], reports its start
+/// to an optional [`Arrivals`], then does its [`Action`].
+#[derive(Debug)]
+pub struct Probe {
+    pub id: usize,
+    pub lane: Priority,
+    pub action: Action,
+    pub ledger: Arc<Ledger>,
+    pub started: Option<Arc<Arrivals>>,
+}
+
+impl Probe {
+    pub fn new(id: usize, ledger: &Arc<Ledger>) -> Probe {
+        Probe {
+            id,
+            lane: Priority::Normal,
+            action: Action::Succeed,
+            ledger: Arc::clone(ledger),
+            started: None,
+        }
+    }
+
+    pub fn lane(mut self, lane: Priority) -> Probe {
+        self.lane = lane;
+        self
+    }
+
+    pub fn action(mut self, action: Action) -> Probe {
+        self.action = action;
+        self
+    }
+
+    pub fn started(mut self, arrivals: &Arc<Arrivals>) -> Probe {
+        self.started = Some(Arc::clone(arrivals));
+        self
+    }
+}
+
+/// A panic payload whose `Drop` panics.
+pub struct BadPayload;
+
+impl Drop for BadPayload {
+    fn drop(&mut self) {
+        if !thread::panicking() {
+            panic!("panic payload dropped");
+        }
+    }
+}
+
+impl Job for Probe {
+    type Error = usize;
+
+    fn run(&mut self, ctx: &Context) -> Result<(), usize> {
+        self.ledger.runs[self.id].fetch_add(1, Ordering::SeqCst);
+        self.ledger.starts.lock().unwrap().push(self.id);
+        if let Some(started) = &self.started {
+            started.arrive();
+        }
+        match &self.action {
+            Action::Succeed => Ok(()),
+            Action::Fail => Err(self.id),
+            Action::PanicString => panic!("probe {}", self.id),
+            Action::PanicStr => panic!("static probe panic"),
+            Action::PanicAny => std::panic::panic_any(42_u32),
+            Action::PanicBadPayload => std::panic::panic_any(BadPayload),
+            Action::Wait(latch) => {
+                latch.wait();
+                Ok(())
+            }
+            Action::WaitCancelled => {
+                assert!(ctx.wait_cancelled(LIMIT), "never cancelled");
+                Ok(())
+            }
+        }
+    }
+
+    fn priority(&self) -> Priority {
+        self.lane
+    }
+}
+
+impl Drop for Probe {
+    fn drop(&mut self) {
+        self.ledger.drops[self.id].fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// Number of threads in this process (Linux: entries of /proc/self/task).
+pub fn thread_count() -> Option<usize> {
+    std::fs::read_dir("/proc/self/task").ok().map(|d| d.count())
+}
