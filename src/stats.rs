@@ -5,6 +5,7 @@
 //! store, not a contended read-modify-write. A snapshot sums them.
 
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::time::Duration;
 
 use crossbeam_utils::CachePadded;
 
@@ -31,6 +32,9 @@ pub(crate) struct WorkerSlot {
     pub(crate) state: AtomicU64,
     /// `Priority::index` of the running job's lane.
     pub(crate) lane: AtomicU8,
+    /// Per lane: acceptance time (pool nanoseconds) of the last job this
+    /// worker took from it. Bounds the age of the lane's oldest queued job.
+    pub(crate) taken_accepted_at: [AtomicU64; 3],
 }
 
 impl WorkerSlot {
@@ -52,6 +56,8 @@ pub(crate) struct Counters {
     pub(crate) unrun: AtomicU64,
     /// Jobs still running at a `stop_timeout` deadline.
     pub(crate) abandoned: AtomicU64,
+    /// Per lane: the last time (pool nanoseconds) a snapshot saw it empty.
+    pub(crate) seen_empty_at: [AtomicU64; 3],
 }
 
 /// A snapshot of a pool's state, cheap enough to take for every refresh of a
@@ -84,6 +90,7 @@ pub struct Stats {
     pub(crate) reserved_urgent_workers: usize,
     pub(crate) busy: usize,
     pub(crate) queued: [usize; 3],
+    pub(crate) oldest_wait: [Option<Duration>; 3],
     pub(crate) capacity: [usize; 3],
     pub(crate) accepted: u64,
     pub(crate) succeeded: u64,
@@ -155,6 +162,33 @@ impl Stats {
     /// ```
     pub fn queued(&self, lane: Priority) -> usize {
         self.queued[lane.index()]
+    }
+
+    /// How long the oldest job waiting in `lane` has been queued, at most;
+    /// `None` if the lane is empty.
+    ///
+    /// The lanes are FIFO queues that cannot be peeked, so this is an upper
+    /// bound computed from the acceptance time of the job most recently
+    /// taken from the lane: while workers keep taking from the lane it is
+    /// exact to within the gap between two consecutive acceptances. When no
+    /// worker has taken from the lane since a snapshot last saw it empty
+    /// (every worker busy elsewhere), it counts from that snapshot — so a
+    /// progress display that takes snapshots regularly keeps it tight.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use triage_pool::{FnJob, Pool, Priority};
+    ///
+    /// let pool: Pool<FnJob> = Pool::builder().workers(1).build()?;
+    /// if let Some(wait) = pool.stats().oldest_wait(Priority::Urgent) {
+    ///     assert!(wait < Duration::from_secs(3600));
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn oldest_wait(&self, lane: Priority) -> Option<Duration> {
+        self.oldest_wait[lane.index()]
     }
 
     /// Jobs waiting in all lanes together.
@@ -231,12 +265,14 @@ pub(crate) fn snapshot(
     counters: &Counters,
     queued: [usize; 3],
     capacity: [usize; 3],
+    now: u64,
 ) -> Stats {
     let mut stats = Stats {
         workers: slots.len() - reserved,
         reserved_urgent_workers: reserved,
         busy: 0,
         queued,
+        oldest_wait: [None; 3],
         capacity,
         // Terminal counters are read before `accepted`, so a snapshot never
         // shows more finished than accepted jobs.
@@ -257,5 +293,17 @@ pub(crate) fn snapshot(
         }
     }
     stats.accepted = counters.accepted.load(Ordering::Acquire);
+    for lane in 0..3 {
+        let seen_empty = &counters.seen_empty_at[lane];
+        if queued[lane] == 0 {
+            seen_empty.fetch_max(now, Ordering::Relaxed);
+            continue;
+        }
+        let since = slots
+            .iter()
+            .map(|slot| slot.taken_accepted_at[lane].load(Ordering::Relaxed))
+            .fold(seen_empty.load(Ordering::Relaxed), u64::max);
+        stats.oldest_wait[lane] = Some(Duration::from_nanos(now.saturating_sub(since)));
+    }
     stats
 }

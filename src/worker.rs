@@ -87,6 +87,7 @@ fn run<J: Job>(shared: &Shared<J>, index: usize, mut picker: Picker, role: Role)
         let start = shared.lanes.now();
         let running = start.saturating_add(1).min(ABANDONED - 1);
         slot.lane.store(lane.index() as u8, Ordering::Relaxed);
+        slot.taken_accepted_at[lane.index()].store(envelope.accepted_at, Ordering::Relaxed);
         // Abandoning a job: this store and the `discard` load below pair with
         // the stopper's `discard` store and its swap of `state` to ABANDONED
         // (both SeqCst). Either this worker sees `discard` and hands the job
