@@ -293,9 +293,9 @@ pub(crate) fn snapshot(
         }
     }
     stats.accepted = counters.accepted.load(Ordering::Acquire);
-    for lane in 0..3 {
+    for (lane, &depth) in queued.iter().enumerate() {
         let seen_empty = &counters.seen_empty_at[lane];
-        if queued[lane] == 0 {
+        if depth == 0 {
             seen_empty.fetch_max(now, Ordering::Relaxed);
             continue;
         }
