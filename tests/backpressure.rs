@@ -1,0 +1,340 @@
+//! Backpressure: a full lane refuses `try_submit`, blocks `submit` until a
+//! slot frees, makes `submit_timeout` give up at its deadline, and never
+//! holds up a submit to another lane.
+
+mod common;
+
+use std::sync::{mpsc, Arc};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{guarded, Action, Arrivals, Latch, Ledger, Probe};
+use triage_pool::{Pool, Priority, SubmitTimeoutError, TrySubmitError};
+
+/// Capacity of the lane under test.
+const CAPACITY: usize = 4;
+
+/// How long a check that "nothing happened yet" lets time pass. It can only
+/// make a broken pool look correct, never the reverse.
+const STILL_BLOCKED: Duration = Duration::from_millis(200);
+
+/// A 1-worker pool whose lanes hold `CAPACITY` jobs each.
+fn pool() -> Pool<Probe> {
+    Pool::builder()
+        .workers(1)
+        .capacity(Priority::Urgent, CAPACITY)
+        .capacity(Priority::Normal, CAPACITY)
+        .capacity(Priority::Bulk, CAPACITY)
+        .build()
+        .expect("build pool")
+}
+
+/// Occupies the only worker with job `id` (waiting at `latch`) and returns
+/// once it runs, so the lanes are empty and nothing drains them.
+fn block_worker(pool: &Pool<Probe>, ledger: &Arc<Ledger>, id: usize, latch: &Arc<Latch>) {
+    let started = Arrivals::new();
+    pool.submit(
+        Probe::new(id, ledger)
+            .action(Action::Wait(Arc::clone(latch)))
+            .started(&started),
+    )
+    .expect("submit blocker");
+    started.wait_for(1);
+}
+
+/// Fills the Normal lane with jobs `ids` (exactly `CAPACITY` of them).
+fn fill_normal(pool: &Pool<Probe>, ledger: &Arc<Ledger>, ids: std::ops::Range<usize>) {
+    assert_eq!(ids.len(), CAPACITY);
+    for id in ids {
+        pool.try_submit(Probe::new(id, ledger))
+            .unwrap_or_else(|e| panic!("job {id} refused while the lane has room: {e}"));
+    }
+    assert_eq!(pool.stats().queued(Priority::Normal), CAPACITY);
+}
+
+#[test]
+fn fifth_try_submit_is_refused_as_full_with_the_job_inside() {
+    guarded(|| {
+        let ledger = Ledger::new(6);
+        let latch = Latch::new();
+        let pool = pool();
+        block_worker(&pool, &ledger, 0, &latch);
+        fill_normal(&pool, &ledger, 1..5);
+
+        let err = pool
+            .try_submit(Probe::new(5, &ledger))
+            .expect_err("5th job accepted into a lane of capacity 4");
+        assert!(err.is_full(), "{err:?}");
+        assert!(!err.is_stopped());
+        assert!(matches!(err, TrySubmitError::Full(_)));
+        assert_eq!(err.to_string(), "the lane is full");
+        assert_eq!(format!("{err:?}"), "Full(..)");
+        let job = err.into_inner();
+        assert_eq!(job.id, 5);
+        assert_eq!(pool.stats().queued(Priority::Normal), CAPACITY);
+        assert_eq!(pool.stats().refused(), 1);
+        drop(job);
+        assert_eq!(
+            ledger.drops(5),
+            1,
+            "the refused job is the caller's to drop"
+        );
+
+        latch.open();
+        let report = pool.stop().expect("stop");
+        assert_eq!(report.succeeded, 5);
+        assert!(report.is_clean(), "{report:?}");
+        for id in 0..5 {
+            assert_eq!(ledger.runs(id), 1, "job {id}");
+        }
+        assert_eq!(ledger.runs(5), 0, "a refused job never runs");
+    });
+}
+
+#[test]
+fn blocked_submit_proceeds_as_soon_as_a_slot_frees() {
+    guarded(|| {
+        let ledger = Ledger::new(6);
+        let first = Latch::new();
+        let second = Latch::new();
+        let pool = Arc::new(pool());
+        block_worker(&pool, &ledger, 0, &first);
+        // Job 1 is next: when the worker takes it, exactly one slot frees
+        // and the worker stays busy (at `second`), so the lane does not
+        // drain any further until the test says so.
+        let second_started = Arrivals::new();
+        pool.try_submit(
+            Probe::new(1, &ledger)
+                .action(Action::Wait(Arc::clone(&second)))
+                .started(&second_started),
+        )
+        .expect("room for job 1");
+        for id in 2..5 {
+            pool.try_submit(Probe::new(id, &ledger))
+                .expect("room in the lane");
+        }
+        assert_eq!(pool.stats().queued(Priority::Normal), CAPACITY);
+
+        let (done_tx, done_rx) = mpsc::channel();
+        let producer = {
+            let tx = pool.submitter();
+            let ledger = Arc::clone(&ledger);
+            thread::spawn(move || {
+                let result = tx
+                    .submit(Probe::new(5, &ledger))
+                    .map_err(|e| e.into_inner().id);
+                done_tx.send(result).expect("test alive");
+            })
+        };
+        assert!(
+            done_rx.recv_timeout(STILL_BLOCKED).is_err(),
+            "submit to a full lane returned instead of blocking"
+        );
+
+        first.open(); // the worker finishes job 0 and takes job 1: one slot frees
+        second_started.wait_for(1);
+        let result = done_rx
+            .recv_timeout(common::LIMIT)
+            .expect("blocked submit did not proceed once a slot freed");
+        assert_eq!(result, Ok(()));
+        producer.join().expect("producer");
+        // The worker is still inside job 1, so job 5 took the freed slot.
+        assert_eq!(pool.stats().queued(Priority::Normal), CAPACITY);
+        assert_eq!(ledger.runs(5), 0);
+
+        second.open();
+        let report = pool.stop().expect("stop");
+        assert_eq!(report.succeeded, 6);
+        assert_eq!(ledger.runs(5), 1, "the job a blocked submit handed in ran");
+    });
+}
+
+#[test]
+fn submit_timeout_gives_the_job_back_after_the_deadline() {
+    guarded(|| {
+        let ledger = Ledger::new(6);
+        let latch = Latch::new();
+        let pool = pool();
+        block_worker(&pool, &ledger, 0, &latch);
+        fill_normal(&pool, &ledger, 1..5);
+
+        let timeout = Duration::from_millis(300);
+        let begin = Instant::now();
+        let err = pool
+            .submit_timeout(Probe::new(5, &ledger), timeout)
+            .expect_err("accepted into a full lane");
+        let waited = begin.elapsed();
+        assert!(err.is_timeout(), "{err:?}");
+        assert!(!err.is_stopped());
+        assert!(matches!(err, SubmitTimeoutError::Timeout(_)));
+        assert_eq!(err.to_string(), "the lane stayed full until the deadline");
+        assert_eq!(format!("{err:?}"), "Timeout(..)");
+        assert_eq!(err.into_inner().id, 5);
+        assert!(
+            waited >= timeout,
+            "gave up after {waited:?}, before {timeout:?}"
+        );
+        assert!(
+            waited < timeout + Duration::from_secs(10),
+            "gave up only after {waited:?}"
+        );
+        assert_eq!(pool.stats().refused(), 1);
+
+        latch.open();
+        let report = pool.stop().expect("stop");
+        assert_eq!(report.succeeded, 5);
+        assert_eq!(ledger.runs(5), 0);
+        assert_eq!(ledger.drops(5), 1);
+    });
+}
+
+#[test]
+fn submit_timeout_proceeds_when_a_slot_frees_before_the_deadline() {
+    guarded(|| {
+        let ledger = Ledger::new(6);
+        let latch = Latch::new();
+        let pool = Arc::new(pool());
+        block_worker(&pool, &ledger, 0, &latch);
+        fill_normal(&pool, &ledger, 1..5);
+
+        let (done_tx, done_rx) = mpsc::channel();
+        let producer = {
+            let tx = pool.submitter();
+            let ledger = Arc::clone(&ledger);
+            thread::spawn(move || {
+                let result = tx
+                    .submit_timeout(Probe::new(5, &ledger), common::LIMIT)
+                    .map_err(|e| e.into_inner().id);
+                done_tx.send(result).expect("test alive");
+            })
+        };
+        assert!(done_rx.recv_timeout(STILL_BLOCKED).is_err());
+        latch.open();
+        assert_eq!(
+            done_rx.recv_timeout(common::LIMIT).expect("no answer"),
+            Ok(())
+        );
+        producer.join().expect("producer");
+        let report = pool.stop().expect("stop");
+        assert_eq!(report.succeeded, 6);
+        assert_eq!(ledger.runs(5), 1);
+    });
+}
+
+#[test]
+fn zero_timeout_tries_once() {
+    guarded(|| {
+        let ledger = Ledger::new(7);
+        let latch = Latch::new();
+        let pool = pool();
+        block_worker(&pool, &ledger, 0, &latch);
+
+        // Room: accepted at once.
+        pool.submit_timeout(Probe::new(1, &ledger), Duration::ZERO)
+            .expect("zero timeout refused a job although the lane has room");
+        assert_eq!(pool.stats().queued(Priority::Normal), 1);
+        for id in 2..5 {
+            pool.try_submit(Probe::new(id, &ledger))
+                .expect("room in the lane");
+        }
+
+        // Full: refused as Timeout (not Full), without waiting.
+        let begin = Instant::now();
+        let err = pool
+            .submit_timeout(Probe::new(5, &ledger), Duration::ZERO)
+            .expect_err("accepted into a full lane");
+        assert!(err.is_timeout(), "{err:?}");
+        assert_eq!(err.into_inner().id, 5);
+        assert!(
+            begin.elapsed() < Duration::from_secs(5),
+            "a zero timeout waited {:?}",
+            begin.elapsed()
+        );
+        // The `_to` variant with a zero timeout behaves the same.
+        let err = pool
+            .submit_timeout_to(Priority::Normal, Probe::new(6, &ledger), Duration::ZERO)
+            .expect_err("accepted into a full lane");
+        assert!(err.is_timeout());
+        assert_eq!(err.into_inner().id, 6);
+        assert_eq!(pool.stats().refused(), 2);
+
+        latch.open();
+        let report = pool.stop().expect("stop");
+        assert_eq!(report.succeeded, 5);
+        assert_eq!((ledger.runs(5), ledger.runs(6)), (0, 0));
+    });
+}
+
+#[test]
+fn max_timeout_waits_like_submit() {
+    guarded(|| {
+        let ledger = Ledger::new(6);
+        let latch = Latch::new();
+        let pool = Arc::new(pool());
+        block_worker(&pool, &ledger, 0, &latch);
+        fill_normal(&pool, &ledger, 1..5);
+
+        let (done_tx, done_rx) = mpsc::channel();
+        let producer = {
+            let tx = pool.submitter();
+            let ledger = Arc::clone(&ledger);
+            thread::spawn(move || {
+                // Must neither overflow (panic) nor give up.
+                let result = tx
+                    .submit_timeout(Probe::new(5, &ledger), Duration::MAX)
+                    .map_err(|e| (e.is_timeout(), e.into_inner().id));
+                done_tx.send(result).expect("test alive");
+            })
+        };
+        assert!(
+            done_rx.recv_timeout(STILL_BLOCKED).is_err(),
+            "submit_timeout(Duration::MAX) on a full lane returned at once"
+        );
+        latch.open();
+        assert_eq!(
+            done_rx.recv_timeout(common::LIMIT).expect("no answer"),
+            Ok(())
+        );
+        producer
+            .join()
+            .expect("producer panicked (duration overflow?)");
+        let report = pool.stop().expect("stop");
+        assert_eq!(report.succeeded, 6);
+        assert_eq!(ledger.runs(5), 1);
+    });
+}
+
+#[test]
+fn full_normal_lane_does_not_block_urgent_submits() {
+    guarded(|| {
+        let ledger = Ledger::new(9);
+        let latch = Latch::new();
+        let pool = pool();
+        block_worker(&pool, &ledger, 0, &latch);
+        fill_normal(&pool, &ledger, 1..5);
+        assert!(pool
+            .try_submit(Probe::new(8, &ledger))
+            .expect_err("normal lane is full")
+            .is_full());
+
+        // Each of these would block or be refused if lanes shared capacity.
+        pool.try_submit(Probe::new(5, &ledger).lane(Priority::Urgent))
+            .expect("urgent try_submit refused behind a full normal lane");
+        pool.submit_timeout(
+            Probe::new(6, &ledger).lane(Priority::Urgent),
+            Duration::ZERO,
+        )
+        .expect("urgent submit_timeout refused behind a full normal lane");
+        pool.submit(Probe::new(7, &ledger).lane(Priority::Urgent))
+            .expect("urgent submit refused behind a full normal lane");
+        let stats = pool.stats();
+        assert_eq!(stats.queued(Priority::Urgent), 3);
+        assert_eq!(stats.queued(Priority::Normal), CAPACITY);
+
+        latch.open();
+        let report = pool.stop().expect("stop");
+        assert_eq!(report.succeeded, 8);
+        // And the urgent jobs ran before the normal backlog.
+        assert_eq!(ledger.starts(), vec![0, 5, 6, 7, 1, 2, 3, 4]);
+    });
+}
