@@ -12,7 +12,7 @@
 use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Select, Sender, TrySendError};
+use crossbeam_channel::{select_biased, Receiver, Sender, TrySendError};
 use crossbeam_utils::{Backoff, CachePadded};
 use parking_lot::{Condvar, Mutex};
 
@@ -163,7 +163,9 @@ impl<J> Lanes<J> {
     /// Creates the lanes; each preallocates its `capacity` slots.
     pub(crate) fn new(capacity: [usize; 3]) -> Lanes<J> {
         let [u, n, b] = capacity.map(crossbeam_channel::bounded);
-        let (stop_tx, stop_rx) = crossbeam_channel::bounded(0);
+        // Never sent to; disconnected by `close`. An array channel, because
+        // registering with a zero-capacity one allocates on every select.
+        let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);
         Lanes {
             tx: [u.0, n.0, b.0],
             rx: [u.1, n.1, b.1],
@@ -249,31 +251,34 @@ impl<J> Lanes<J> {
     }
 
     /// Waits for room in a full lane, for the deadline, or for the stop
-    /// signal, whichever comes first.
+    /// signal, whichever comes first. The `select_biased!` macro keeps its
+    /// operation list on the stack (a `Select` would allocate a `Vec` per
+    /// call), and prefers the stop signal when both are ready.
     fn push_blocking(
         &self,
         tx: &Sender<Envelope<J>>,
         envelope: Envelope<J>,
         deadline: Option<Instant>,
     ) -> Result<(), Refused<J>> {
-        let mut select = Select::new_biased();
-        let stop = select.recv(&self.gate.stop_rx);
-        select.send(tx);
-        let operation = match deadline {
-            None => select.select(),
-            Some(deadline) => match select.select_deadline(deadline) {
-                Ok(operation) => operation,
-                Err(_) => return Err(Refused::Timeout(envelope.job)),
+        let stop_rx = &self.gate.stop_rx;
+        match deadline {
+            None => select_biased! {
+                // Disconnected once intake closes: receiving only notices it.
+                recv(stop_rx) -> _ => Err(Refused::Stopped(envelope.job)),
+                send(tx, envelope) -> sent => {
+                    sent.map_err(|e| Refused::Stopped(e.into_inner().job))
+                }
             },
-        };
-        if operation.index() == stop {
-            // Disconnected: completing the receive only acknowledges it.
-            let _ = operation.recv(&self.gate.stop_rx);
-            Err(Refused::Stopped(envelope.job))
-        } else {
-            operation
-                .send(tx, envelope)
-                .map_err(|e| Refused::Stopped(e.into_inner().job))
+            Some(deadline) => {
+                let timeout = deadline.saturating_duration_since(Instant::now());
+                select_biased! {
+                    recv(stop_rx) -> _ => Err(Refused::Stopped(envelope.job)),
+                    send(tx, envelope) -> sent => {
+                        sent.map_err(|e| Refused::Stopped(e.into_inner().job))
+                    }
+                    default(timeout) => Err(Refused::Timeout(envelope.job)),
+                }
+            }
         }
     }
 
