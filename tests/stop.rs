@@ -1,0 +1,678 @@
+//! Stopping: `stop` runs every accepted job once, `stop_now` hands the queue
+//! back unrun, `stop_timeout` gives up on a stuck job at its deadline; stops
+//! are idempotent, wake blocked submitters, and refuse every later submit.
+
+mod common;
+
+use std::cell::Cell;
+use std::collections::BTreeSet;
+use std::sync::{mpsc, Arc};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{guarded, Action, Arrivals, Latch, Ledger, Probe};
+use triage_pool::{Context, FnJob, Pool, Priority, StopReport, Submitter};
+
+/// How long a check that "nothing happened yet" lets time pass. It can only
+/// make a broken pool look correct, never the reverse.
+const STILL_BLOCKED: Duration = Duration::from_millis(200);
+
+/// Slack allowed past a `stop_timeout` deadline on a loaded machine.
+const DEADLINE_MARGIN: Duration = Duration::from_secs(2);
+
+fn pool(workers: usize, capacity: usize) -> Pool<Probe> {
+    Pool::builder()
+        .workers(workers)
+        .capacity(Priority::Urgent, capacity)
+        .capacity(Priority::Normal, capacity)
+        .capacity(Priority::Bulk, capacity)
+        .build()
+        .expect("build pool")
+}
+
+/// Occupies `ids.len()` workers with jobs doing `action`; returns once all
+/// of them run.
+fn block_workers(
+    pool: &Pool<Probe>,
+    ledger: &Arc<Ledger>,
+    ids: std::ops::Range<usize>,
+    action: &Action,
+) {
+    let started = Arrivals::new();
+    let n = ids.len();
+    for id in ids {
+        pool.submit(
+            Probe::new(id, ledger)
+                .action(action.clone())
+                .started(&started),
+        )
+        .expect("submit blocker");
+    }
+    started.wait_for(n);
+}
+
+/// What a submit did: `Err((is_stopped, id))` with the id of the job it
+/// handed back.
+type Outcome = Result<(), (bool, usize)>;
+
+/// One of the blocking submit variants.
+type How = fn(&Submitter<Probe>, Probe) -> Outcome;
+
+/// Submits `job` on a new thread with `how`; the receiver yields the
+/// outcome.
+fn submit_in_thread(
+    tx: Submitter<Probe>,
+    job: Probe,
+    how: How,
+) -> (mpsc::Receiver<Outcome>, thread::JoinHandle<()>) {
+    let (done_tx, done_rx) = mpsc::channel();
+    let handle = thread::spawn(move || {
+        let _ = done_tx.send(how(&tx, job));
+    });
+    (done_rx, handle)
+}
+
+fn via_submit(tx: &Submitter<Probe>, job: Probe) -> Outcome {
+    tx.submit(job)
+        .map_err(|e| (e.is_stopped(), e.into_inner().id))
+}
+
+fn via_submit_to(tx: &Submitter<Probe>, job: Probe) -> Outcome {
+    tx.submit_to(Priority::Normal, job)
+        .map_err(|e| (e.is_stopped(), e.into_inner().id))
+}
+
+fn via_submit_timeout_max(tx: &Submitter<Probe>, job: Probe) -> Outcome {
+    tx.submit_timeout(job, Duration::MAX)
+        .map_err(|e| (e.is_stopped(), e.into_inner().id))
+}
+
+fn via_submit_timeout_long(tx: &Submitter<Probe>, job: Probe) -> Outcome {
+    tx.submit_timeout(job, common::LIMIT)
+        .map_err(|e| (e.is_stopped(), e.into_inner().id))
+}
+
+/// Ids of the jobs a report hands back, by terminal state.
+fn ids_of(report: &StopReport<Probe>) -> (Vec<usize>, Vec<usize>, Vec<usize>) {
+    (
+        report.failed.iter().map(|f| f.job.id).collect(),
+        report.panicked.iter().map(|p| p.job.id).collect(),
+        report.unrun.iter().map(|u| u.job.id).collect(),
+    )
+}
+
+#[test]
+fn stop_runs_every_accepted_job_exactly_once() {
+    const CAPACITY: usize = 16;
+    guarded(|| {
+        let workers = 2;
+        let queued = 3 * CAPACITY;
+        let late = workers + queued; // the job a blocked submit tries to add
+        let ledger = Ledger::new(late + 1);
+        let latch = Latch::new();
+        let pool = Arc::new(pool(workers, CAPACITY));
+        block_workers(
+            &pool,
+            &ledger,
+            0..workers,
+            &Action::Wait(Arc::clone(&latch)),
+        );
+        let mut failing = BTreeSet::new();
+        for (n, id) in (workers..late).enumerate() {
+            let lane = Priority::ALL[n % 3];
+            let action = if id % 5 == 0 {
+                failing.insert(id);
+                Action::Fail
+            } else {
+                Action::Succeed
+            };
+            pool.try_submit(Probe::new(id, &ledger).lane(lane).action(action))
+                .expect("room");
+        }
+        assert_eq!(pool.stats().queued_total(), queued);
+
+        // A submit blocked on the full Normal lane returns once intake closes.
+        let (intake, producer) =
+            submit_in_thread(pool.submitter(), Probe::new(late, &ledger), via_submit);
+        assert!(intake.recv_timeout(STILL_BLOCKED).is_err());
+        let (report_tx, report_rx) = mpsc::channel();
+        let stopper = {
+            let pool = Arc::clone(&pool);
+            thread::spawn(move || report_tx.send(pool.stop()).expect("test alive"))
+        };
+        assert_eq!(
+            intake
+                .recv_timeout(common::LIMIT)
+                .expect("blocked submit not woken"),
+            Err((true, late))
+        );
+        producer.join().expect("producer");
+        // Intake is closed, and the queue is still full: stop drains it.
+        assert_eq!(pool.stats().queued_total(), queued);
+        assert!(
+            report_rx.try_recv().is_err(),
+            "stop returned with jobs queued"
+        );
+        latch.open();
+
+        let report = report_rx
+            .recv_timeout(common::LIMIT)
+            .expect("stop did not return")
+            .expect("stop");
+        stopper.join().expect("stopper");
+        let (failed, panicked, unrun) = ids_of(&report);
+        assert_eq!(report.succeeded, (workers + queued - failing.len()) as u64);
+        assert_eq!(failed.iter().copied().collect::<BTreeSet<_>>(), failing);
+        assert_eq!(failed.len(), failing.len());
+        assert!(panicked.is_empty() && unrun.is_empty() && report.abandoned.is_empty());
+        for id in 0..late {
+            assert_eq!(ledger.runs(id), 1, "job {id}");
+        }
+        assert_eq!(ledger.runs(late), 0, "the refused job ran");
+        drop(report);
+        for id in 0..=late {
+            assert_eq!(ledger.drops(id), 1, "job {id}");
+        }
+        let stats = pool.stats();
+        assert_eq!(stats.accepted(), late as u64);
+        assert_eq!(stats.finished(), late as u64);
+        assert_eq!(stats.refused(), 1);
+    });
+}
+
+#[test]
+fn stop_now_hands_back_every_queued_job_unrun_in_lane_order() {
+    const PER_LANE: usize = 10;
+    guarded(|| {
+        let workers = 2;
+        let ledger = Ledger::new(workers + 3 * PER_LANE);
+        let pool = pool(workers, 64);
+        // The blockers return only once stop_now raised the cancel flag, so
+        // nothing queued can start before stop_now closes the lanes.
+        block_workers(&pool, &ledger, 0..workers, &Action::WaitCancelled);
+        let mut by_lane: [Vec<usize>; 3] = Default::default();
+        let mut id = workers;
+        for _ in 0..PER_LANE {
+            for lane in [Priority::Bulk, Priority::Urgent, Priority::Normal] {
+                pool.submit(Probe::new(id, &ledger).lane(lane))
+                    .expect("submit");
+                by_lane[lane.index()].push(id);
+                id += 1;
+            }
+        }
+
+        let report = pool.stop_now().expect("stop_now");
+        assert_eq!(
+            report.succeeded, workers as u64,
+            "the cancelled blockers succeeded"
+        );
+        assert!(report.failed.is_empty() && report.panicked.is_empty());
+        assert!(report.abandoned.is_empty());
+        let unrun: Vec<(usize, Priority)> =
+            report.unrun.iter().map(|u| (u.job.id, u.lane)).collect();
+        let expected: Vec<(usize, Priority)> = Priority::ALL
+            .iter()
+            .flat_map(|lane| by_lane[lane.index()].iter().map(move |id| (*id, *lane)))
+            .collect();
+        assert_eq!(
+            unrun, expected,
+            "unrun must be in lane order, then submission order"
+        );
+        for id in workers..workers + 3 * PER_LANE {
+            assert_eq!(ledger.runs(id), 0, "job {id} ran");
+            assert_eq!(
+                ledger.drops(id),
+                0,
+                "job {id} dropped while the report holds it"
+            );
+        }
+        // Unrun jobs are untouched and resubmittable elsewhere.
+        assert!(report
+            .unrun
+            .iter()
+            .all(|u| matches!(u.job.action, Action::Succeed)));
+        drop(report);
+        for id in 0..workers + 3 * PER_LANE {
+            assert_eq!(ledger.drops(id), 1, "job {id}");
+        }
+        let stats = pool.stats();
+        assert_eq!(stats.unrun(), (3 * PER_LANE) as u64);
+        assert_eq!(stats.accepted(), stats.finished());
+        assert_eq!(stats.queued_total(), 0);
+    });
+}
+
+#[test]
+fn stop_timeout_returns_by_its_deadline_and_names_the_stuck_worker() {
+    guarded(|| {
+        let pool: Pool<FnJob> = Pool::builder().workers(2).build().expect("build");
+        let latch = Latch::new();
+        let (ran_on_tx, ran_on_rx) = mpsc::channel();
+        let (cancelled_tx, cancelled_rx) = mpsc::channel();
+        let submitted_at = Instant::now();
+        {
+            let latch = Arc::clone(&latch);
+            pool.submit(
+                FnJob::new(move |ctx: &Context| {
+                    ran_on_tx.send(ctx.worker_index()).expect("test alive");
+                    latch.wait(); // stuck until the test opens it
+                    cancelled_tx.send(ctx.is_cancelled()).expect("test alive");
+                })
+                .with_priority(Priority::Bulk),
+            )
+            .expect("submit");
+        }
+        let stuck = ran_on_rx.recv_timeout(common::LIMIT).expect("job started");
+
+        let timeout = Duration::from_millis(300);
+        let begin = Instant::now();
+        let report = pool.stop_timeout(timeout).expect("stop_timeout");
+        let elapsed = begin.elapsed();
+        assert!(
+            elapsed < timeout + DEADLINE_MARGIN,
+            "stop_timeout({timeout:?}) returned after {elapsed:?}"
+        );
+        assert!(
+            elapsed >= timeout,
+            "gave up on a running job before the deadline: {elapsed:?}"
+        );
+        assert_eq!(report.abandoned.len(), 1, "{report:?}");
+        let abandoned = &report.abandoned[0];
+        assert_eq!(abandoned.worker, stuck);
+        assert_eq!(abandoned.lane, Priority::Bulk);
+        assert!(abandoned.running_since >= submitted_at);
+        assert!(abandoned.running_since <= begin);
+        assert_eq!(report.succeeded, 0);
+        assert!(report.unrun.is_empty() && report.failed.is_empty());
+        let stats = pool.stats();
+        assert_eq!(stats.abandoned(), 1);
+        assert_eq!(stats.accepted(), stats.finished());
+        assert!(pool.is_stopped());
+        assert!(pool.submit(FnJob::new(|_| ())).unwrap_err().is_stopped());
+
+        // The deadline raised the cancel flag; the job sees it once it ends.
+        latch.open();
+        let cancelled = cancelled_rx.recv_timeout(common::LIMIT).expect("job ended");
+        assert!(
+            cancelled,
+            "the stop_timeout deadline did not raise the cancel flag"
+        );
+        // A later stop joins the straggler and returns.
+        assert!(pool.stop().expect("stop").is_clean());
+    });
+}
+
+#[test]
+fn stop_timeout_hands_back_what_it_could_not_run() {
+    guarded(|| {
+        let ledger = Ledger::new(7);
+        let latch = Latch::new();
+        let pool = pool(1, 8);
+        block_workers(&pool, &ledger, 0..1, &Action::Wait(Arc::clone(&latch)));
+        for (id, lane) in (1..7).zip([Priority::Bulk, Priority::Normal, Priority::Urgent].repeat(2))
+        {
+            pool.submit(Probe::new(id, &ledger).lane(lane))
+                .expect("submit");
+        }
+
+        let timeout = Duration::from_millis(300);
+        let begin = Instant::now();
+        let report = pool.stop_timeout(timeout).expect("stop_timeout");
+        let elapsed = begin.elapsed();
+        assert!(
+            elapsed >= timeout && elapsed < timeout + DEADLINE_MARGIN,
+            "{elapsed:?}"
+        );
+        assert_eq!(report.abandoned.len(), 1);
+        assert_eq!(report.abandoned[0].worker, 0);
+        assert_eq!(report.abandoned[0].lane, Priority::Normal);
+        let (_, _, unrun) = ids_of(&report);
+        assert_eq!(unrun, vec![3, 6, 2, 5, 1, 4]);
+        assert_eq!(pool.stats().unrun(), 6);
+        assert_eq!(pool.stats().abandoned(), 1);
+        assert_eq!(pool.stats().accepted(), 7);
+
+        latch.open();
+        assert!(pool.stop().expect("stop").is_clean());
+        // The abandoned job finished on its detached worker, which dropped it.
+        assert_eq!(ledger.runs(0), 1);
+        assert_eq!(ledger.drops(0), 1);
+        for id in 1..7 {
+            assert_eq!(ledger.runs(id), 0, "job {id}");
+        }
+        drop(report);
+        for id in 0..7 {
+            assert_eq!(ledger.drops(id), 1, "job {id}");
+        }
+    });
+}
+
+#[test]
+fn stop_timeout_returns_early_once_everything_ran() {
+    guarded(|| {
+        let ledger = Ledger::new(50);
+        let pool = pool(2, 64);
+        for id in 0..50 {
+            pool.submit(Probe::new(id, &ledger)).expect("submit");
+        }
+        let timeout = Duration::from_secs(3600);
+        let begin = Instant::now();
+        let report = pool.stop_timeout(timeout).expect("stop_timeout");
+        assert!(begin.elapsed() < common::LIMIT, "waited for the deadline");
+        assert_eq!(report.succeeded, 50);
+        assert!(report.is_clean(), "{report:?}");
+        assert_eq!(ledger.total_runs(), 50);
+    });
+}
+
+#[test]
+fn stop_timeout_with_duration_max_waits_like_stop() {
+    guarded(|| {
+        let ledger = Ledger::new(7);
+        let latch = Latch::new();
+        let pool = Arc::new(pool(1, 4));
+        block_workers(&pool, &ledger, 0..1, &Action::Wait(Arc::clone(&latch)));
+        for id in 1..5 {
+            pool.submit(Probe::new(id, &ledger)).expect("submit");
+        }
+        let (intake, producer) =
+            submit_in_thread(pool.submitter(), Probe::new(5, &ledger), via_submit);
+        let (report_tx, report_rx) = mpsc::channel();
+        let stopper = {
+            let pool = Arc::clone(&pool);
+            thread::spawn(move || {
+                report_tx
+                    .send(pool.stop_timeout(Duration::MAX))
+                    .expect("test alive")
+            })
+        };
+        // Intake closed: the stop is under way while the worker is stuck.
+        assert_eq!(
+            intake.recv_timeout(common::LIMIT).expect("woken"),
+            Err((true, 5))
+        );
+        producer.join().expect("producer");
+        assert!(
+            report_rx.recv_timeout(STILL_BLOCKED).is_err(),
+            "stop_timeout(Duration::MAX) gave up"
+        );
+        latch.open();
+        let report = report_rx
+            .recv_timeout(common::LIMIT)
+            .expect("no report")
+            .expect("stop_timeout");
+        stopper.join().expect("stopper");
+        assert_eq!(report.succeeded, 5);
+        assert!(report.is_clean(), "{report:?}");
+        assert_eq!(ledger.total_runs(), 5);
+    });
+}
+
+#[test]
+fn repeated_stops_and_drop_after_stop_are_harmless() {
+    guarded(|| {
+        let ledger = Ledger::new(6);
+        let pool = pool(2, 8);
+        for id in 0..6 {
+            let action = if id % 2 == 0 {
+                Action::Fail
+            } else {
+                Action::Succeed
+            };
+            pool.submit(Probe::new(id, &ledger).action(action))
+                .expect("submit");
+        }
+        let first = pool.stop().expect("stop");
+        assert_eq!(first.succeeded, 3);
+        assert_eq!(first.failed.len(), 3);
+
+        for (what, again) in [
+            ("stop", pool.stop()),
+            ("stop_now", pool.stop_now()),
+            ("stop_timeout", pool.stop_timeout(Duration::from_millis(10))),
+            ("stop_timeout(0)", pool.stop_timeout(Duration::ZERO)),
+            ("stop", pool.stop()),
+        ] {
+            let again = again.unwrap_or_else(|e| panic!("{what} after stop: {e}"));
+            assert!(again.is_clean(), "{what} after stop: {again:?}");
+            assert_eq!(again.total(), 0, "{what} after stop: {again:?}");
+        }
+        assert_eq!(pool.stats().accepted(), 6);
+        assert_eq!(pool.stats().finished(), 6, "later stops must not recount");
+        drop(pool);
+        for id in 0..6 {
+            assert_eq!(ledger.runs(id), 1, "job {id}");
+        }
+        let failed: Vec<usize> = first.failed.iter().map(|f| f.job.id).collect();
+        for id in &failed {
+            assert_eq!(ledger.drops(*id), 0, "failed job {id} is the report's");
+        }
+        drop(first);
+        for id in 0..6 {
+            assert_eq!(ledger.drops(id), 1, "job {id}");
+        }
+    });
+}
+
+#[test]
+fn concurrent_stops_hand_the_jobs_to_exactly_one_caller() {
+    const QUEUED: usize = 12;
+    guarded(|| {
+        let ledger = Ledger::new(1 + QUEUED);
+        let latch = Latch::new();
+        let pool = Arc::new(pool(1, 16));
+        block_workers(&pool, &ledger, 0..1, &Action::Wait(Arc::clone(&latch)));
+        for id in 1..=QUEUED {
+            pool.submit(Probe::new(id, &ledger).action(Action::Fail))
+                .expect("submit");
+        }
+        type StopFn = fn(&Pool<Probe>) -> Result<StopReport<Probe>, triage_pool::StopError>;
+        let stops: [StopFn; 3] = [Pool::stop, Pool::stop_now, Pool::stop];
+        let stoppers: Vec<_> = stops
+            .into_iter()
+            .map(|stop| {
+                let pool = Arc::clone(&pool);
+                thread::spawn(move || stop(&pool).expect("stop"))
+            })
+            .collect();
+        latch.open();
+        let reports: Vec<StopReport<Probe>> = stoppers
+            .into_iter()
+            .map(|s| s.join().expect("stopper"))
+            .collect();
+
+        let mut seen = BTreeSet::new();
+        let mut succeeded = 0;
+        for report in &reports {
+            succeeded += report.succeeded;
+            let (failed, panicked, unrun) = ids_of(report);
+            assert!(panicked.is_empty() && report.abandoned.is_empty());
+            for id in &failed {
+                assert!(seen.insert(*id), "job {id} in two reports");
+                assert_eq!(ledger.runs(*id), 1, "failed job {id}");
+            }
+            for id in &unrun {
+                assert!(seen.insert(*id), "job {id} in two reports");
+                assert_eq!(ledger.runs(*id), 0, "unrun job {id}");
+            }
+        }
+        assert_eq!(succeeded, 1, "only the performing stop reports the blocker");
+        assert_eq!(seen, (1..=QUEUED).collect::<BTreeSet<_>>());
+        assert_eq!(
+            reports.iter().filter(|r| r.total() > 0).count(),
+            1,
+            "more than one stop received jobs: {reports:?}"
+        );
+    });
+}
+
+#[test]
+fn dropping_the_pool_drains_it() {
+    guarded(|| {
+        let ledger = Ledger::new(21);
+        let latch = Latch::new();
+        let pool = pool(1, 32);
+        block_workers(&pool, &ledger, 0..1, &Action::Wait(Arc::clone(&latch)));
+        for id in 1..21 {
+            pool.submit(Probe::new(id, &ledger)).expect("submit");
+        }
+        latch.open();
+        drop(pool);
+        for id in 0..21 {
+            assert_eq!(ledger.runs(id), 1, "job {id}");
+            assert_eq!(ledger.drops(id), 1, "job {id}");
+        }
+    });
+}
+
+#[test]
+fn submits_after_stop_are_refused_with_the_job_back() {
+    guarded(|| {
+        let ledger = Ledger::new(64);
+        let pool = pool(1, 8);
+        let before = pool.submitter();
+        pool.stop().expect("stop");
+        let after = pool.submitter();
+        let moved = before.clone();
+
+        let id = Cell::new(0);
+        let next = || {
+            id.set(id.get() + 1);
+            Probe::new(id.get(), &ledger)
+        };
+        let mut refused = 0;
+        for tx in [&*pool, &before, &after] {
+            assert!(tx.is_stopped());
+            let e = tx.submit(next()).expect_err("submit accepted after stop");
+            assert!(e.is_stopped() && !e.is_full(), "{e:?}");
+            assert_eq!(e.to_string(), "the pool is stopped");
+            assert_eq!(format!("{e:?}"), "Stopped(..)");
+            assert_eq!(e.into_inner().id, id.get());
+            let e = tx
+                .submit_to(Priority::Urgent, next())
+                .expect_err("submit_to");
+            assert!(e.is_stopped());
+            assert_eq!(e.into_inner().id, id.get());
+            let e = tx.try_submit(next()).expect_err("try_submit");
+            assert!(e.is_stopped() && !e.is_full(), "{e:?}");
+            assert_eq!(e.to_string(), "the pool is stopped");
+            assert_eq!(e.into_inner().id, id.get());
+            let e = tx
+                .try_submit_to(Priority::Bulk, next())
+                .expect_err("try_submit_to");
+            assert!(e.is_stopped());
+            assert_eq!(e.into_inner().id, id.get());
+            for timeout in [Duration::ZERO, Duration::from_secs(1), Duration::MAX] {
+                let e = tx
+                    .submit_timeout(next(), timeout)
+                    .expect_err("submit_timeout");
+                assert!(e.is_stopped() && !e.is_timeout(), "{timeout:?}: {e:?}");
+                assert_eq!(e.to_string(), "the pool is stopped");
+                assert_eq!(e.into_inner().id, id.get());
+            }
+            let e = tx
+                .submit_timeout_to(Priority::Normal, next(), Duration::from_secs(1))
+                .expect_err("submit_timeout_to");
+            assert!(e.is_stopped());
+            assert_eq!(e.into_inner().id, id.get());
+            refused += 8;
+        }
+        // A clone moved to another thread is refused too.
+        let ledger2 = Arc::clone(&ledger);
+        let from_thread = thread::spawn(move || {
+            moved
+                .submit(Probe::new(63, &ledger2))
+                .map_err(|e| (e.is_stopped(), e.into_inner().id))
+        })
+        .join()
+        .expect("thread");
+        assert_eq!(from_thread, Err((true, 63)));
+        refused += 1;
+
+        assert_eq!(pool.stats().refused(), refused);
+        assert_eq!(pool.stats().accepted(), 0);
+        assert_eq!(ledger.total_runs(), 0);
+        for job in (1..=id.get()).chain([63]) {
+            assert_eq!(ledger.drops(job), 1, "job {job} came back and was dropped");
+        }
+    });
+}
+
+#[test]
+fn blocked_submitters_are_woken_by_stop_and_get_their_jobs_back() {
+    guarded(|| {
+        let ledger = Ledger::new(8);
+        let latch = Latch::new();
+        let pool = Arc::new(pool(1, 2));
+        block_workers(&pool, &ledger, 0..1, &Action::Wait(Arc::clone(&latch)));
+        pool.submit(Probe::new(1, &ledger)).expect("submit");
+        pool.submit(Probe::new(2, &ledger)).expect("submit");
+        let hows = [
+            via_submit,
+            via_submit_to,
+            via_submit_timeout_max,
+            via_submit_timeout_long,
+        ];
+        let producers: Vec<_> = hows
+            .into_iter()
+            .zip(3..)
+            .map(|(how, id)| submit_in_thread(pool.submitter(), Probe::new(id, &ledger), how))
+            .collect();
+        for (rx, _) in &producers {
+            assert!(rx.recv_timeout(STILL_BLOCKED).is_err(), "not blocked");
+        }
+
+        let (report_tx, report_rx) = mpsc::channel();
+        let stopper = {
+            let pool = Arc::clone(&pool);
+            thread::spawn(move || report_tx.send(pool.stop()).expect("test alive"))
+        };
+        // Every blocked submit gets its job back while the stop is still
+        // waiting for the stuck worker: the stop woke them, it did not wait
+        // for them.
+        for ((rx, handle), id) in producers.into_iter().zip(3..) {
+            let outcome = rx.recv_timeout(common::LIMIT).expect("submitter not woken");
+            assert_eq!(outcome, Err((true, id)));
+            handle.join().expect("producer");
+        }
+        assert!(report_rx.try_recv().is_err());
+        assert!(!latch.is_open());
+        latch.open();
+        let report = report_rx
+            .recv_timeout(common::LIMIT)
+            .expect("no report")
+            .expect("stop");
+        stopper.join().expect("stopper");
+        assert_eq!(report.succeeded, 3);
+        assert!(report.is_clean());
+        for id in 3..7 {
+            assert_eq!(ledger.runs(id), 0, "job {id}");
+            assert_eq!(ledger.drops(id), 1, "job {id}");
+        }
+        assert_eq!(pool.stats().refused(), 4);
+    });
+}
+
+#[test]
+fn stop_now_wakes_blocked_submitters_too() {
+    guarded(|| {
+        let ledger = Ledger::new(6);
+        let pool = Arc::new(pool(1, 2));
+        block_workers(&pool, &ledger, 0..1, &Action::WaitCancelled);
+        pool.submit(Probe::new(1, &ledger)).expect("submit");
+        pool.submit(Probe::new(2, &ledger)).expect("submit");
+        let (rx, producer) = submit_in_thread(pool.submitter(), Probe::new(3, &ledger), via_submit);
+        assert!(rx.recv_timeout(STILL_BLOCKED).is_err(), "not blocked");
+
+        let report = pool.stop_now().expect("stop_now");
+        assert_eq!(
+            rx.recv_timeout(common::LIMIT).expect("not woken"),
+            Err((true, 3))
+        );
+        producer.join().expect("producer");
+        assert_eq!(report.succeeded, 1);
+        let (_, _, unrun) = ids_of(&report);
+        assert_eq!(unrun, vec![1, 2]);
+        assert_eq!(ledger.runs(3), 0);
+    });
+}
