@@ -1,0 +1,746 @@
+//! The import: read a CSV of clinical visit records, run every record as a
+//! job on a [`triage_pool::Pool`], and account for every record at the end.
+//!
+//! This module is shared by the example (`examples/batch_import.rs`: command
+//! line, progress bar, Ctrl-C) and its test (`tests/batch_import.rs`), which
+//! include it with `#[path]`.
+//!
+//! # Where every record ends up
+//!
+//! | outcome | why | where |
+//! |---|---|---|
+//! | succeeded | valid and committed | the database (`visits`, and `alerts` for an adverse event) |
+//! | rejected | malformed row | the rejects file, with the reason |
+//! | failed | the database refused it (still `SQLITE_BUSY` after the retries) | the resume file |
+//! | unrun | accepted by the pool, handed back by a stop | the resume file |
+//! | not submitted | read after a stop was requested, or never read | the resume file |
+//!
+//! So `records read = succeeded + rejected + failed + unrun + not submitted`,
+//! and the resume file, in the input's own format and order, can be imported
+//! again into the same database to finish the job.
+//!
+//! # Stopping
+//!
+//! A stop is requested through a [`StopSignal`] (the example's Ctrl-C
+//! handler, or a test). The reader stops submitting, the pool's
+//! [`stop_now`](triage_pool::Pool::stop_now) closes intake, lets running
+//! records finish and hands the queued ones back unrun, and the rest of the
+//! input is copied to the resume file.
+
+pub(crate) mod generate;
+mod job;
+pub(crate) mod record;
+mod store;
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use triage_pool::{BuildError, Pool, Priority, Stats, StopError, StopReport};
+
+pub(crate) use self::job::RetryPolicy;
+use self::job::{ImportJob, JobShared, QueueWaits};
+use self::store::{Counts, DbSettings};
+
+/// Jobs the `Urgent` lane holds. Adverse events are rare, so this is ample;
+/// a burst beyond it makes the reader wait, it never drops a record.
+const URGENT_CAPACITY: usize = 256;
+
+/// Jobs the `Normal` lane holds: enough to keep the workers busy while the
+/// reader parses, small enough that a stop hands back little.
+const NORMAL_CAPACITY: usize = 1024;
+
+/// How often the monitor thread reports progress and checks for a stop.
+const TICK: Duration = Duration::from_millis(100);
+
+/// Source of import ids (each import's workers open their own connections).
+static NEXT_IMPORT: AtomicU64 = AtomicU64::new(1);
+
+/// What to import, where to put it, and how hard to try.
+#[derive(Debug, Clone)]
+pub(crate) struct ImportConfig {
+    /// The CSV file to import.
+    pub(crate) input: PathBuf,
+    /// The SQLite database (created if missing; existing rows are kept).
+    pub(crate) database: PathBuf,
+    /// Where rejected rows are written, with their reasons.
+    pub(crate) rejects: PathBuf,
+    /// Where rows still to import are written, in the input's format.
+    pub(crate) resume: PathBuf,
+    /// General worker threads.
+    pub(crate) workers: usize,
+    /// Extra workers that only take adverse events, so an urgent record
+    /// starts even while every general worker is busy.
+    pub(crate) urgent_workers: usize,
+    /// Read at most this many records.
+    pub(crate) max_records: Option<u64>,
+    /// How long SQLite waits for a lock before reporting `SQLITE_BUSY`.
+    pub(crate) busy_timeout: Duration,
+    /// How a job retries `SQLITE_BUSY` after that.
+    pub(crate) retry: RetryPolicy,
+}
+
+impl ImportConfig {
+    /// Imports `input`, with the database, rejects and resume files in
+    /// `out_dir`, one worker per core plus one urgent worker, and a bounded
+    /// retry of `SQLITE_BUSY` (about 1.5 s of backoff in all).
+    pub(crate) fn new(input: PathBuf, out_dir: &Path) -> ImportConfig {
+        ImportConfig {
+            input,
+            database: out_dir.join("visits.sqlite"),
+            rejects: out_dir.join("rejects.csv"),
+            resume: out_dir.join("resume.csv"),
+            workers: thread::available_parallelism().map_or(2, |n| n.get()),
+            urgent_workers: 1,
+            max_records: None,
+            busy_timeout: Duration::from_millis(250),
+            retry: RetryPolicy {
+                attempts: 5,
+                first_backoff: Duration::from_millis(100),
+            },
+        }
+    }
+}
+
+/// A request to stop an import early, shared between whoever asks (a
+/// Ctrl-C handler, a test) and the import, which polls it.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct StopSignal {
+    /// Raised once, never lowered.
+    requested: Arc<AtomicBool>,
+}
+
+impl StopSignal {
+    /// A signal nobody raised yet.
+    pub(crate) fn new() -> StopSignal {
+        StopSignal::default()
+    }
+
+    /// Asks the import to stop. Returns whether this was the first request.
+    pub(crate) fn request(&self) -> bool {
+        !self.requested.swap(true, Ordering::SeqCst)
+    }
+
+    /// Whether a stop was requested.
+    pub(crate) fn is_requested(&self) -> bool {
+        self.requested.load(Ordering::SeqCst)
+    }
+}
+
+/// Hooks for watching an import: a progress bar, a log, a test.
+pub(crate) trait Observer: Sync {
+    /// Called once before the first record is read, with the number of
+    /// records the import will read if it runs to the end.
+    fn started(&self, _records: u64) {}
+
+    /// Called on the reading thread each time the pool accepts a record,
+    /// with the number accepted so far.
+    fn accepted(&self, _accepted: u64) {}
+
+    /// Called about ten times a second, from another thread, with a
+    /// snapshot of the pool.
+    fn tick(&self, _stats: &Stats) {}
+
+    /// Called once the pool has stopped, with its final snapshot.
+    fn finished(&self, _stats: &Stats) {}
+}
+
+/// Watches nothing.
+impl Observer for () {}
+
+/// Queue-wait percentiles of one lane (submit to start of `run`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Latency {
+    /// Jobs measured.
+    pub(crate) count: usize,
+    /// Median.
+    pub(crate) p50: Duration,
+    /// 99th percentile.
+    pub(crate) p99: Duration,
+    /// Longest.
+    pub(crate) max: Duration,
+}
+
+impl Latency {
+    /// Percentiles (nearest rank) of `sorted`, which is sorted ascending.
+    fn of(sorted: &[Duration]) -> Latency {
+        let rank = |percent: usize| {
+            let index = (sorted.len() * percent).div_ceil(100).saturating_sub(1);
+            sorted.get(index).copied().unwrap_or_default()
+        };
+        Latency {
+            count: sorted.len(),
+            p50: rank(50),
+            p99: rank(99),
+            max: sorted.last().copied().unwrap_or_default(),
+        }
+    }
+}
+
+/// What an import did, record by record and in the database.
+#[derive(Debug, Clone)]
+pub(crate) struct Summary {
+    /// Records read from the input.
+    pub(crate) read: u64,
+    /// Records written to the database.
+    pub(crate) succeeded: u64,
+    /// Malformed records, written to the rejects file.
+    pub(crate) rejected: u64,
+    /// Records the database refused (or that panicked), in the resume file.
+    pub(crate) failed: u64,
+    /// Records the pool handed back unrun at a stop, in the resume file.
+    pub(crate) unrun: u64,
+    /// Records read but not submitted because of a stop, in the resume
+    /// file (with everything after them).
+    pub(crate) not_submitted: u64,
+    /// Records after the stop point copied to the resume file unread by the
+    /// pool (counted in `not_submitted` and `read`).
+    pub(crate) copied_unread: u64,
+    /// Adverse-event records the pool accepted (the urgent lane).
+    pub(crate) adverse_events: u64,
+    /// Adverse events written with their alert.
+    pub(crate) alerts_written: u64,
+    /// A stop was requested before the input was done.
+    pub(crate) stopped_early: bool,
+    /// The input could not be read to the end (the records before the error
+    /// are accounted for as usual).
+    pub(crate) input_error: Option<String>,
+    /// Wall time from start to the files written.
+    pub(crate) elapsed: Duration,
+    /// Queue waits of adverse events.
+    pub(crate) urgent_wait: Latency,
+    /// Queue waits of routine records.
+    pub(crate) normal_wait: Latency,
+    /// The pool's final counters.
+    pub(crate) pool: Stats,
+    /// Database row counts before the import.
+    pub(crate) before: Counts,
+    /// Database row counts after the import.
+    pub(crate) after: Counts,
+}
+
+impl Summary {
+    /// Records that reached a final state (succeeded, rejected or failed)
+    /// per second of wall time.
+    pub(crate) fn records_per_second(&self) -> f64 {
+        let processed = self.succeeded + self.rejected + self.failed;
+        processed as f64 / self.elapsed.as_secs_f64().max(f64::EPSILON)
+    }
+
+    /// Records in the resume file.
+    pub(crate) fn to_resume(&self) -> u64 {
+        self.failed + self.unrun + self.not_submitted
+    }
+
+    /// Whether every record read is accounted for exactly once, and the
+    /// pool's own ledger agrees.
+    pub(crate) fn is_balanced(&self) -> bool {
+        let pool = &self.pool;
+        self.read == self.succeeded + self.rejected + self.failed + self.unrun + self.not_submitted
+            && pool.accepted() == pool.finished()
+            && pool.succeeded() == self.succeeded
+            && pool.unrun() == self.unrun
+            && pool.abandoned() == 0
+    }
+
+    /// Whether the database gained exactly the rows the summary reports.
+    pub(crate) fn database_matches(&self) -> bool {
+        self.after.visits.checked_sub(self.before.visits) == Some(self.succeeded)
+            && self.after.alerts.checked_sub(self.before.alerts) == Some(self.alerts_written)
+    }
+}
+
+/// Why an import could not run (as opposed to records it could not import,
+/// which are reported in the [`Summary`]).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ImportError {
+    /// The input file could not be opened or its header read.
+    #[error("cannot read input file {}", path.display())]
+    Input {
+        /// The file.
+        path: PathBuf,
+        /// What failed.
+        #[source]
+        source: csv::Error,
+    },
+    /// The input lacks a column.
+    #[error("input file {} has no {column:?} column (expected columns: {})", path.display(), record::COLUMNS.join(","))]
+    MissingColumn {
+        /// The file.
+        path: PathBuf,
+        /// The first missing column.
+        column: &'static str,
+    },
+    /// The database could not be prepared or counted.
+    #[error("cannot use database {}", path.display())]
+    Database {
+        /// The database file.
+        path: PathBuf,
+        /// What SQLite said.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// An output file could not be written. The pool has stopped; the
+    /// records it would have held are lost to this run, so fix the cause
+    /// (disk full, permissions) before importing again.
+    #[error("cannot write {}", path.display())]
+    Output {
+        /// The file.
+        path: PathBuf,
+        /// What failed.
+        #[source]
+        source: csv::Error,
+    },
+    /// The worker pool could not start.
+    #[error("cannot start the worker pool")]
+    Pool(#[from] BuildError),
+    /// The pool could not be stopped from this thread.
+    #[error("cannot stop the worker pool")]
+    Stop(#[from] StopError),
+}
+
+/// A record that did not make it into the database, on its way to a file.
+#[derive(Debug)]
+struct Leftover {
+    /// Line in the input.
+    line: u64,
+    /// Why, for the rejects file; `None` for the resume file.
+    reason: Option<String>,
+    /// The record as read.
+    record: csv::ByteRecord,
+}
+
+/// What the reading loop did.
+#[derive(Debug, Default)]
+struct Fed {
+    /// Records read.
+    read: u64,
+    /// Records the pool accepted.
+    accepted: u64,
+    /// Adverse-event records the pool accepted.
+    adverse_events: u64,
+    /// Records read but refused because the pool was stopping.
+    refused: Vec<Leftover>,
+    /// A stop was requested.
+    stopped_early: bool,
+    /// The reader failed.
+    input_error: Option<String>,
+}
+
+/// Runs the import described by `config`, until the input is done or `stop`
+/// is requested, reporting progress to `observer`.
+///
+/// # Errors
+///
+/// When the import cannot start (input, database, pool) or its outcome
+/// cannot be written (rejects or resume file). Records that fail are not
+/// errors: they are counted in the [`Summary`] and written to the files.
+pub(crate) fn run(
+    config: &ImportConfig,
+    stop: &StopSignal,
+    observer: &dyn Observer,
+) -> Result<Summary, ImportError> {
+    let started = Instant::now();
+    let db = DbSettings {
+        path: config.database.clone(),
+        busy_timeout: config.busy_timeout,
+    };
+    let db_error = |source| ImportError::Database {
+        path: config.database.clone(),
+        source,
+    };
+    let input_error = |source| ImportError::Input {
+        path: config.input.clone(),
+        source,
+    };
+    let before = store::prepare(&db).map_err(db_error)?;
+    let records = count_records(&config.input, config.max_records).map_err(input_error)?;
+    let mut reader = csv::ReaderBuilder::new()
+        .flexible(true) // a short row is the job's to reject, not the reader's
+        .from_path(&config.input)
+        .map_err(input_error)?;
+    let headers = reader.byte_headers().map_err(input_error)?.clone();
+    let ae_term = column_index(&headers, &config.input, "ae_term")?;
+    for column in record::COLUMNS {
+        column_index(&headers, &config.input, column)?;
+    }
+
+    let shared = Arc::new(JobShared {
+        import: NEXT_IMPORT.fetch_add(1, Ordering::Relaxed),
+        headers: headers.clone(),
+        db: db.clone(),
+        retry: config.retry,
+        waits: QueueWaits::default(),
+    });
+    let pool: Pool<ImportJob> = Pool::builder()
+        .workers(config.workers)
+        .reserved_urgent_workers(config.urgent_workers)
+        .capacity(Priority::Urgent, URGENT_CAPACITY)
+        .capacity(Priority::Normal, NORMAL_CAPACITY)
+        .thread_name("importer")
+        .build()?;
+    tracing::info!(
+        input = %config.input.display(),
+        database = %config.database.display(),
+        records,
+        workers = config.workers,
+        urgent_workers = config.urgent_workers,
+        "import started"
+    );
+    observer.started(records);
+
+    let (fed, report) = thread::scope(|scope| {
+        let (done_tx, done_rx) = mpsc::channel::<()>();
+        let pool = &pool;
+        let monitor = scope.spawn(move || monitor(pool, stop, observer, done_rx));
+        let fed = feed(
+            pool,
+            &mut reader,
+            &shared,
+            ae_term,
+            config.max_records,
+            stop,
+            observer,
+        );
+        let report = if fed.stopped_early {
+            pool.stop_now()
+        } else {
+            pool.stop()
+        };
+        drop(done_tx);
+        let escalated = monitor
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        // Both this thread and the monitor may have stopped the pool. The
+        // pool gives the jobs to exactly one of the calls and an empty
+        // report to the other, so adding the two loses and doubles nothing.
+        let mut report = report?;
+        if let Some(other) = escalated {
+            merge(&mut report, other?);
+        }
+        Ok::<_, ImportError>((fed, report))
+    })?;
+    let stats = pool.stats();
+    observer.finished(&stats);
+
+    let mut summary = Summary {
+        read: fed.read,
+        succeeded: report.succeeded,
+        rejected: 0,
+        failed: 0,
+        unrun: 0,
+        not_submitted: fed.refused.len() as u64,
+        copied_unread: 0,
+        adverse_events: fed.adverse_events,
+        alerts_written: fed.adverse_events,
+        stopped_early: fed.stopped_early || stop.is_requested(),
+        input_error: fed.input_error,
+        elapsed: Duration::ZERO,
+        urgent_wait: Latency::of(&shared.waits.sorted(Priority::Urgent)),
+        normal_wait: Latency::of(&shared.waits.sorted(Priority::Normal)),
+        pool: stats,
+        before,
+        after: before,
+    };
+    let (rejects, mut resume) = sort_leftovers(report, fed.refused, &mut summary);
+    write_rejects(&config.rejects, &headers, &rejects)?;
+    // Only a stop leaves input unread; `--max-records` is a deliberate limit.
+    let rest = if summary.stopped_early {
+        Some((
+            &mut reader,
+            config.max_records.map(|max| max.saturating_sub(fed.read)),
+        ))
+    } else {
+        None
+    };
+    let copied = write_resume(&config.resume, &headers, &mut resume, rest, &mut summary)?;
+    summary.read += copied;
+    summary.not_submitted += copied;
+    summary.copied_unread = copied;
+    summary.after = store::counts(&db).map_err(db_error)?;
+    summary.elapsed = started.elapsed();
+    tracing::info!(
+        succeeded = summary.succeeded,
+        rejected = summary.rejected,
+        failed = summary.failed,
+        unrun = summary.unrun,
+        not_submitted = summary.not_submitted,
+        "import finished"
+    );
+    Ok(summary)
+}
+
+/// The reading loop: one job per record, until the input ends, the record
+/// budget is spent, or a stop is requested.
+fn feed(
+    pool: &Pool<ImportJob>,
+    reader: &mut csv::Reader<File>,
+    shared: &Arc<JobShared>,
+    ae_term: usize,
+    max_records: Option<u64>,
+    stop: &StopSignal,
+    observer: &dyn Observer,
+) -> Fed {
+    let mut fed = Fed::default();
+    let mut record = csv::ByteRecord::new();
+    loop {
+        if stop.is_requested() {
+            fed.stopped_early = true;
+            break;
+        }
+        if max_records.is_some_and(|max| fed.read >= max) {
+            break;
+        }
+        match reader.read_byte_record(&mut record) {
+            Ok(true) => fed.read += 1,
+            Ok(false) => break,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the input any further");
+                fed.input_error = Some(e.to_string());
+                break;
+            }
+        }
+        let line = record.position().map_or(0, csv::Position::line);
+        let lane = if record::is_adverse_event(&record, ae_term) {
+            Priority::Urgent
+        } else {
+            Priority::Normal
+        };
+        // Blocks while the lane is full: the reader never runs ahead of the
+        // workers by more than the lane's capacity.
+        match pool.submit(ImportJob::new(
+            line,
+            record.clone(),
+            lane,
+            Arc::clone(shared),
+        )) {
+            Ok(()) => {
+                fed.accepted += 1;
+                if lane == Priority::Urgent {
+                    fed.adverse_events += 1;
+                }
+                observer.accepted(fed.accepted);
+            }
+            Err(refused) => {
+                // Only a stop refuses a submit from this thread: the record
+                // comes back and goes to the resume file.
+                let job = refused.into_inner();
+                fed.refused.push(Leftover {
+                    line: job.line(),
+                    reason: None,
+                    record: job.into_record(),
+                });
+                fed.stopped_early = true;
+                break;
+            }
+        }
+    }
+    fed
+}
+
+/// Reports progress every [`TICK`] until `done` fires, and turns a stop
+/// request into [`Pool::stop_now`] — which also interrupts the import
+/// thread's own `stop` if it is already draining the queue. Returns the
+/// report of its stop, if it made one.
+fn monitor(
+    pool: &Pool<ImportJob>,
+    stop: &StopSignal,
+    observer: &dyn Observer,
+    done: mpsc::Receiver<()>,
+) -> Option<Result<StopReport<ImportJob>, StopError>> {
+    let mut report = None;
+    while let Err(mpsc::RecvTimeoutError::Timeout) = done.recv_timeout(TICK) {
+        observer.tick(&pool.stats());
+        if report.is_none() && stop.is_requested() {
+            tracing::info!("stop requested: closing intake, finishing running records");
+            report = Some(pool.stop_now());
+        }
+    }
+    report
+}
+
+/// Adds `other` to `report` (one of the two is empty; see `run`).
+fn merge(report: &mut StopReport<ImportJob>, other: StopReport<ImportJob>) {
+    report.succeeded += other.succeeded;
+    report.failed.extend(other.failed);
+    report.panicked.extend(other.panicked);
+    report.unrun.extend(other.unrun);
+    report.abandoned.extend(other.abandoned);
+}
+
+/// Splits the stop report into rejects and records to resume (each sorted
+/// by input line), counting them into `summary`.
+fn sort_leftovers(
+    report: StopReport<ImportJob>,
+    refused: Vec<Leftover>,
+    summary: &mut Summary,
+) -> (Vec<Leftover>, Vec<Leftover>) {
+    let mut rejects = Vec::new();
+    let mut resume = refused;
+    let mut database_errors = 0;
+    for failed in report.failed {
+        if failed.lane == Priority::Urgent {
+            summary.alerts_written -= 1;
+        }
+        let reason = failed.error.to_string();
+        if failed.error.is_rejection() {
+            summary.rejected += 1;
+            tracing::debug!(line = failed.job.line(), %reason, "record rejected");
+            rejects.push(Leftover {
+                line: failed.job.line(),
+                reason: Some(reason),
+                record: failed.job.into_record(),
+            });
+        } else {
+            summary.failed += 1;
+            database_errors += 1;
+            tracing::debug!(line = failed.job.line(), %reason, "record failed");
+            if database_errors == 1 {
+                tracing::warn!(line = failed.job.line(), %reason, "the database refused a record; it goes to the resume file");
+            }
+            resume.push(Leftover {
+                line: failed.job.line(),
+                reason: None,
+                record: failed.job.into_record(),
+            });
+        }
+    }
+    for panicked in report.panicked {
+        // A bug, not bad data: keep the record for another try.
+        if panicked.lane == Priority::Urgent {
+            summary.alerts_written -= 1;
+        }
+        summary.failed += 1;
+        tracing::error!(line = panicked.job.line(), message = %panicked.message, "record panicked");
+        resume.push(Leftover {
+            line: panicked.job.line(),
+            reason: None,
+            record: panicked.job.into_record(),
+        });
+    }
+    for unrun in report.unrun {
+        if unrun.lane == Priority::Urgent {
+            summary.alerts_written -= 1;
+        }
+        summary.unrun += 1;
+        resume.push(Leftover {
+            line: unrun.job.line(),
+            reason: None,
+            record: unrun.job.into_record(),
+        });
+    }
+    if database_errors > 1 {
+        tracing::warn!(
+            records = database_errors,
+            "records the database refused are in the resume file"
+        );
+    }
+    rejects.sort_by_key(|leftover| leftover.line);
+    resume.sort_by_key(|leftover| leftover.line);
+    (rejects, resume)
+}
+
+/// Writes the rejects file: `line,reason,` then the input's columns.
+fn write_rejects(
+    path: &Path,
+    headers: &csv::ByteRecord,
+    rejects: &[Leftover],
+) -> Result<(), ImportError> {
+    let output_error = |source| ImportError::Output {
+        path: path.to_owned(),
+        source,
+    };
+    // Flexible: a truncated row is written back as it was read.
+    let mut writer = csv::WriterBuilder::new()
+        .flexible(true)
+        .from_path(path)
+        .map_err(output_error)?;
+    let mut row = csv::ByteRecord::new();
+    row.push_field(b"line");
+    row.push_field(b"reason");
+    row.extend(headers);
+    writer.write_byte_record(&row).map_err(output_error)?;
+    for reject in rejects {
+        row.clear();
+        row.push_field(reject.line.to_string().as_bytes());
+        row.push_field(reject.reason.as_deref().unwrap_or_default().as_bytes());
+        row.extend(&reject.record);
+        writer.write_byte_record(&row).map_err(output_error)?;
+    }
+    writer.flush().map_err(|e| output_error(e.into()))
+}
+
+/// Writes the resume file in the input's format: `resume` (already sorted),
+/// then, after a stop, the input not read yet (up to `budget` records).
+/// Returns how many unread records it copied.
+fn write_resume(
+    path: &Path,
+    headers: &csv::ByteRecord,
+    resume: &mut [Leftover],
+    rest: Option<(&mut csv::Reader<File>, Option<u64>)>,
+    summary: &mut Summary,
+) -> Result<u64, ImportError> {
+    let output_error = |source| ImportError::Output {
+        path: path.to_owned(),
+        source,
+    };
+    let mut writer = csv::WriterBuilder::new()
+        .flexible(true)
+        .from_path(path)
+        .map_err(output_error)?;
+    writer.write_byte_record(headers).map_err(output_error)?;
+    for leftover in resume.iter() {
+        writer
+            .write_byte_record(&leftover.record)
+            .map_err(output_error)?;
+    }
+    let mut copied = 0;
+    if let Some((reader, budget)) = rest {
+        let mut record = csv::ByteRecord::new();
+        while budget.map_or(true, |budget| copied < budget) {
+            match reader.read_byte_record(&mut record) {
+                Ok(true) => {
+                    writer.write_byte_record(&record).map_err(output_error)?;
+                    copied += 1;
+                }
+                Ok(false) => break,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot copy the rest of the input to the resume file");
+                    summary.input_error = Some(e.to_string());
+                    break;
+                }
+            }
+        }
+    }
+    writer.flush().map_err(|e| output_error(e.into()))?;
+    Ok(copied)
+}
+
+/// Counts the records of `path` (at most `max`), for the progress bar.
+fn count_records(path: &Path, max: Option<u64>) -> Result<u64, csv::Error> {
+    let mut reader = csv::ReaderBuilder::new().flexible(true).from_path(path)?;
+    let mut record = csv::ByteRecord::new();
+    let mut count = 0;
+    while max.map_or(true, |max| count < max) && reader.read_byte_record(&mut record)? {
+        count += 1;
+    }
+    Ok(count)
+}
+
+/// Position of `column` in `headers`.
+fn column_index(
+    headers: &csv::ByteRecord,
+    path: &Path,
+    column: &'static str,
+) -> Result<usize, ImportError> {
+    headers
+        .iter()
+        .position(|name| name == column.as_bytes())
+        .ok_or_else(|| ImportError::MissingColumn {
+            path: path.to_owned(),
+            column,
+        })
+}
