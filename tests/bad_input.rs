@@ -1,0 +1,189 @@
+//! Bad input to the builder: zero or absurd worker counts and capacities,
+//! and a stack size the OS refuses, each give a clear `BuildError` — never a
+//! panic, an abort or a hang. (The thread-count check after a spawn failure
+//! lives in `spawn_failure.rs`, alone in its binary.)
+
+mod common;
+
+use std::error::Error;
+use std::io;
+
+use common::{guarded, Probe};
+use triage_pool::{BuildError, Builder, Context, FnJob, Job, Pool, Priority};
+
+type B = Builder<FnJob>;
+
+/// Builds, expecting a refusal of the configuration.
+#[track_caller]
+fn invalid(builder: B) -> BuildError {
+    let err = builder.build().expect_err("invalid configuration accepted");
+    assert!(err.is_invalid_config(), "{err:?}");
+    assert!(!err.is_spawn_failure(), "{err:?}");
+    assert!(err.source().is_none(), "{err:?}");
+    err
+}
+
+#[test]
+fn zero_workers_is_refused() {
+    guarded(|| {
+        let err = invalid(Pool::builder().workers(0));
+        assert_eq!(err.to_string(), "a pool needs at least one worker");
+        // Reserved urgent workers do not make up for zero general ones.
+        let err = invalid(Pool::builder().workers(0).reserved_urgent_workers(2));
+        assert_eq!(err.to_string(), "a pool needs at least one worker");
+    });
+}
+
+#[test]
+fn zero_capacity_is_refused_on_each_lane() {
+    guarded(|| {
+        for lane in Priority::ALL {
+            let err = invalid(Pool::builder().workers(1).capacity(lane, 0));
+            assert_eq!(
+                err.to_string(),
+                format!("the {lane} lane needs a capacity of at least 1")
+            );
+        }
+    });
+}
+
+#[test]
+fn capacity_above_the_maximum_is_refused() {
+    guarded(|| {
+        for capacity in [B::MAX_CAPACITY + 1, usize::MAX / 2, usize::MAX] {
+            for lane in Priority::ALL {
+                let err = invalid(Pool::builder().workers(1).capacity(lane, capacity));
+                let text = err.to_string();
+                assert!(
+                    text.starts_with(&format!("the {lane} lane's capacity")),
+                    "{text}"
+                );
+                assert!(text.contains(&capacity.to_string()), "{text}");
+                assert!(text.contains(&B::MAX_CAPACITY.to_string()), "{text}");
+            }
+        }
+    });
+}
+
+/// A job so large that even a modest lane cannot be preallocated: 1 GiB per
+/// slot. Never constructed.
+struct Huge {
+    _bytes: [u8; 1 << 30],
+}
+
+impl Job for Huge {
+    type Error = ();
+
+    fn run(&mut self, _ctx: &Context) -> Result<(), ()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn capacity_whose_slots_cannot_fit_in_memory_is_refused() {
+    guarded(|| {
+        // Below MAX_CAPACITY, but 2^20 slots of 1 GiB is a petabyte: more
+        // than any address space can hold, so no overcommit setting lets it
+        // through to an abort in the channel's allocation.
+        let capacity = 1 << 20;
+        assert!(capacity <= Builder::<Huge>::MAX_CAPACITY);
+        for lane in Priority::ALL {
+            // The other lanes get one slot each (1 GiB, which does fit), so
+            // the refusal is about `lane`.
+            let mut builder = Pool::<Huge>::builder().workers(1);
+            for other in Priority::ALL {
+                builder = builder.capacity(other, 1);
+            }
+            let err = builder
+                .capacity(lane, capacity)
+                .build()
+                .expect_err("a petabyte of slots accepted");
+            assert!(err.is_invalid_config(), "{err:?}");
+            let text = err.to_string();
+            assert!(
+                text.starts_with(&format!("the {lane} lane's capacity")),
+                "{text}"
+            );
+            assert!(text.contains(&capacity.to_string()), "{text}");
+        }
+        // And at MAX_CAPACITY itself: 64 PiB of slots.
+        let err = Pool::<Huge>::builder()
+            .workers(1)
+            .capacity(Priority::Urgent, Builder::<Huge>::MAX_CAPACITY)
+            .build()
+            .expect_err("64 PiB of slots accepted");
+        assert!(err.is_invalid_config(), "{err:?}");
+    });
+}
+
+#[test]
+fn absurd_worker_counts_are_refused() {
+    guarded(|| {
+        let max = B::MAX_WORKERS;
+        for (builder, requested) in [
+            (Pool::builder().workers(usize::MAX), usize::MAX),
+            (Pool::builder().workers(max + 1), max + 1),
+            (
+                Pool::builder().workers(max).reserved_urgent_workers(1),
+                max + 1,
+            ),
+            (
+                Pool::builder()
+                    .workers(1)
+                    .reserved_urgent_workers(usize::MAX),
+                usize::MAX, // the sum saturates instead of overflowing
+            ),
+        ] {
+            let err = invalid(builder);
+            assert_eq!(
+                err.to_string(),
+                format!("{requested} worker threads requested; at most {max} are allowed")
+            );
+        }
+    });
+}
+
+#[test]
+fn a_stack_size_the_os_refuses_is_a_spawn_failure() {
+    guarded(|| {
+        // No OS gives a thread a 2^60-byte stack.
+        let err = Pool::<FnJob>::builder()
+            .workers(2)
+            .thread_name("bad-stack")
+            .stack_size(1 << 60)
+            .build()
+            .expect_err("a 2^60-byte stack was granted");
+        assert!(err.is_spawn_failure(), "{err:?}");
+        assert!(!err.is_invalid_config(), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            "failed to spawn worker thread \"bad-stack-0\""
+        );
+        let source = err.source().expect("the OS error as source");
+        assert!(
+            source.is::<io::Error>(),
+            "source is not an io::Error: {source:?}"
+        );
+        // Boxes into the usual error type for `?`.
+        let boxed: Box<dyn Error + Send + Sync> = Box::new(err);
+        assert!(boxed.source().is_some());
+    });
+}
+
+#[test]
+fn a_valid_pool_builds_after_refused_ones() {
+    guarded(|| {
+        let ledger = common::Ledger::new(1);
+        for _ in 0..3 {
+            let _ = Pool::<Probe>::builder().workers(0).build();
+            let _ = Pool::<Probe>::builder()
+                .workers(1)
+                .stack_size(1 << 60)
+                .build();
+        }
+        let pool: Pool<Probe> = Pool::builder().workers(1).build().expect("build");
+        pool.submit(Probe::new(0, &ledger)).expect("submit");
+        assert_eq!(pool.stop().expect("stop").succeeded, 1);
+        assert_eq!(ledger.runs(0), 1);
+    });
+}
