@@ -1,1 +1,448 @@
-fn main() {}
+//! Start latency of one urgent job submitted behind a backlog of routine
+//! jobs: triage-pool (without and with a reserved urgent worker) against
+//! FIFO pools, in the same run. Prints a markdown table.
+//!
+//! Rerun (about 1–2 minutes on 2 cores; `-- --quick` for a fifth of the
+//! trials), then regenerate `docs/benchmarks.md`:
+//!
+//! ```text
+//! CARGO_TARGET_DIR=/work/target-bench cargo bench --bench triage -- --out /work/target-bench/triage.md
+//! CARGO_TARGET_DIR=/work/target-bench cargo run --release --example bench_report -- \
+//!     /work/target-bench/criterion --triage /work/target-bench/triage.md
+//! ```
+//!
+//! Run without `--bench` (as `cargo test --benches` does) it only smoke-tests
+//! each scenario with a couple of small trials.
+//!
+//! # What is measured
+//!
+//! One trial: 2 general workers; submit a backlog of `Normal` jobs of ~10 µs
+//! of CPU work each (the lane holds the whole backlog), then take the time,
+//! submit one `Urgent` job and record when its `run` starts. Start latency =
+//! (start of `run`) − (time just before the submit). triage-pool gets a fresh
+//! pool per trial and throws the rest of the backlog away with `stop_now`;
+//! the FIFO peers (std threads on one crossbeam channel, and `threadpool`)
+//! run the whole backlog first by design, so they get few trials at large
+//! backlogs. Scenarios are interleaved trial by trial.
+//!
+//! The last scenario makes every general job run 10 ms (both general workers
+//! always busy) and submits the urgent job at a random moment within a job:
+//! without a reserved worker it waits for a running job to end; with
+//! `reserved_urgent_workers(1)` it should start at once (target: p99 under
+//! 100 µs).
+
+mod common;
+
+use std::sync::{Condvar, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use triage_pool::{Context, Job, Pool, Priority};
+
+use common::{spin, BoxedJob, Floor, Latch};
+
+/// Counted down by every job the FIFO peers run, so a trial can wait for
+/// their backlog to finish.
+static LATCH: Latch = Latch::new();
+
+/// Where the urgent job records the moment its `run` began.
+static PROBE: Probe = Probe::new();
+
+#[derive(Debug)]
+struct Probe {
+    started: Mutex<Option<Instant>>,
+    cv: Condvar,
+}
+
+impl Probe {
+    const fn new() -> Probe {
+        Probe {
+            started: Mutex::new(None),
+            cv: Condvar::new(),
+        }
+    }
+
+    fn reset(&self) {
+        *self.started.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    /// Called first thing in the urgent job.
+    fn hit(&self) {
+        let now = Instant::now();
+        *self.started.lock().unwrap_or_else(|e| e.into_inner()) = Some(now);
+        self.cv.notify_all();
+    }
+
+    /// Blocks until the urgent job has started; returns when it did.
+    fn wait(&self) -> Instant {
+        let mut started = self.started.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if let Some(at) = *started {
+                return at;
+            }
+            started = self.cv.wait(started).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+/// triage-pool's job: routine work in the Normal lane, or the urgent probe.
+#[derive(Debug)]
+enum Task {
+    Work(u64),
+    Urgent,
+}
+
+impl Job for Task {
+    type Error = std::convert::Infallible;
+
+    fn run(&mut self, _ctx: &Context) -> Result<(), Self::Error> {
+        match *self {
+            Task::Work(iters) => spin(iters),
+            Task::Urgent => PROBE.hit(),
+        }
+        Ok(())
+    }
+
+    fn priority(&self) -> Priority {
+        match self {
+            Task::Work(_) => Priority::Normal,
+            Task::Urgent => Priority::Urgent,
+        }
+    }
+}
+
+/// General workers in every scenario.
+const WORKERS: usize = 2;
+
+/// Which pool a trial runs on.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Subject {
+    Triage { reserved: usize },
+    FifoChannel,
+    FifoThreadpool,
+}
+
+impl Subject {
+    fn label(self) -> &'static str {
+        match self {
+            Subject::Triage { reserved: 0 } => "triage-pool",
+            Subject::Triage { .. } => "triage-pool, `reserved_urgent_workers(1)`",
+            Subject::FifoChannel => "FIFO: std threads + crossbeam channel",
+            Subject::FifoThreadpool => "FIFO: `threadpool`",
+        }
+    }
+}
+
+/// A FIFO peer kept across trials (its backlog drains before the next).
+enum Fifo {
+    Channel(Floor),
+    Threadpool(threadpool::ThreadPool),
+}
+
+impl Fifo {
+    fn execute(&self, job: BoxedJob) {
+        match self {
+            Fifo::Channel(floor) => floor.submit(job),
+            Fifo::Threadpool(pool) => pool.execute(job),
+        }
+    }
+}
+
+/// One triage-pool trial on a fresh pool; returns the start latency.
+fn trial_triage(reserved: usize, backlog: usize, work: u64, settle: Duration) -> Duration {
+    let pool: Pool<Task> = Pool::builder()
+        .workers(WORKERS)
+        .reserved_urgent_workers(reserved)
+        .capacity(Priority::Normal, backlog.max(1))
+        .capacity(Priority::Urgent, 16)
+        .build()
+        .expect("build the pool");
+    for _ in 0..backlog {
+        pool.submit(Task::Work(work))
+            .expect("the lane holds the backlog");
+    }
+    if !settle.is_zero() {
+        thread::sleep(settle);
+    }
+    PROBE.reset();
+    let before = Instant::now();
+    pool.submit(Task::Urgent).expect("urgent lane has room");
+    let started = PROBE.wait();
+    // Throw the rest of the backlog away; waits only for running jobs.
+    let report = pool.stop_now().expect("not on a worker");
+    assert_eq!(report.failed.len() + report.panicked.len(), 0);
+    started.saturating_duration_since(before)
+}
+
+/// One FIFO trial: the backlog, then the urgent job at the back of the queue.
+fn trial_fifo(pool: &Fifo, backlog: usize, work: u64) -> Duration {
+    LATCH.arm(backlog + 1);
+    for _ in 0..backlog {
+        pool.execute(Box::new(move || {
+            spin(work);
+            LATCH.count_down();
+        }));
+    }
+    PROBE.reset();
+    let before = Instant::now();
+    pool.execute(Box::new(|| {
+        PROBE.hit();
+        LATCH.count_down();
+    }));
+    let started = PROBE.wait();
+    LATCH.wait(); // the queue is empty again
+    started.saturating_duration_since(before)
+}
+
+/// One row of the table: a scenario, a pool, and the trials to run.
+struct Row {
+    scenario: String,
+    backlog: usize,
+    subject: Subject,
+    trials: usize,
+    work: u64,
+    /// Random delay before the urgent submit, up to this (0: none).
+    jitter: Duration,
+    latencies: Vec<Duration>,
+}
+
+/// A small xorshift generator for the random submit moments.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, bound: Duration) -> Duration {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        let nanos = u64::try_from(bound.as_nanos()).unwrap_or(u64::MAX).max(1);
+        Duration::from_nanos(self.0 % nanos)
+    }
+}
+
+/// Nearest-rank percentile of sorted values.
+fn percentile(sorted: &[Duration], q: f64) -> Duration {
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+fn format_duration(d: Duration) -> String {
+    let micros = d.as_secs_f64() * 1e6;
+    if micros < 10.0 {
+        format!("{micros:.1} µs")
+    } else if micros < 10_000.0 {
+        format!("{micros:.0} µs")
+    } else {
+        format!("{:.1} ms", micros / 1e3)
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    // `cargo bench` passes `--bench`; `cargo test --benches` does not.
+    let smoke = !args.iter().any(|a| a == "--bench");
+    let quick = args.iter().any(|a| a == "--quick");
+    let out = args
+        .iter()
+        .position(|a| a == "--out")
+        .and_then(|i| args.get(i + 1))
+        .cloned();
+    let scale = |trials: usize| -> usize {
+        if smoke {
+            2
+        } else if quick {
+            (trials / 5).max(3)
+        } else {
+            trials
+        }
+    };
+
+    let iters_per_us = common::calibrate();
+    let ten_us = common::iters_for(iters_per_us, 10.0);
+    let ten_ms = common::iters_for(iters_per_us, 10_000.0);
+    eprintln!("calibrated: {iters_per_us:.1} spin iterations per µs");
+
+    let backlogs: &[(usize, usize, usize)] = if smoke {
+        // (backlog, triage trials, FIFO trials)
+        &[(100, 2, 2)]
+    } else {
+        &[(1_000, 2_000, 200), (10_000, 500, 30), (100_000, 150, 6)]
+    };
+    let mut rows = Vec::new();
+    for &(backlog, triage_trials, fifo_trials) in backlogs {
+        let scenario = format!("{backlog} × 10 µs");
+        for subject in [
+            Subject::Triage { reserved: 0 },
+            Subject::Triage { reserved: 1 },
+            Subject::FifoChannel,
+            Subject::FifoThreadpool,
+        ] {
+            let trials = match subject {
+                Subject::Triage { .. } => triage_trials,
+                _ => fifo_trials,
+            };
+            rows.push(Row {
+                scenario: scenario.clone(),
+                backlog,
+                subject,
+                trials: scale(trials),
+                work: ten_us,
+                jitter: Duration::ZERO,
+                latencies: Vec::new(),
+            });
+        }
+    }
+    let long_backlog = 100;
+    for (reserved, trials) in [(0, 100), (1, 300)] {
+        rows.push(Row {
+            scenario: format!("{long_backlog} × 10 ms"),
+            backlog: long_backlog,
+            subject: Subject::Triage { reserved },
+            trials: scale(trials),
+            work: ten_ms,
+            jitter: Duration::from_millis(10),
+            latencies: Vec::new(),
+        });
+    }
+
+    let started = Instant::now();
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    // The FIFO pools live for the whole run; their queues hold any backlog.
+    let largest = backlogs.iter().map(|b| b.0).max().unwrap_or(0);
+    let channel = Fifo::Channel(Floor::new(WORKERS, largest + 16));
+    let threadpool = Fifo::Threadpool(threadpool::ThreadPool::new(WORKERS));
+    // Interleave: trial t of every row that still needs one, scenario by
+    // scenario, so background load hits every pool alike.
+    let scenarios: Vec<String> = {
+        let mut s: Vec<String> = rows.iter().map(|r| r.scenario.clone()).collect();
+        s.dedup();
+        s
+    };
+    for scenario in &scenarios {
+        eprintln!("scenario {scenario} ...");
+        let most = rows
+            .iter()
+            .filter(|r| &r.scenario == scenario)
+            .map(|r| r.trials)
+            .max()
+            .unwrap_or(0);
+        for t in 0..most {
+            for row in rows.iter_mut().filter(|r| &r.scenario == scenario) {
+                if t >= row.trials {
+                    continue;
+                }
+                let settle = if row.jitter.is_zero() {
+                    Duration::ZERO
+                } else {
+                    // Let the general workers pick up their long jobs, then
+                    // land somewhere inside them.
+                    Duration::from_millis(1) + rng.below(row.jitter)
+                };
+                let latency = match row.subject {
+                    Subject::Triage { reserved } => {
+                        trial_triage(reserved, row.backlog, row.work, settle)
+                    }
+                    Subject::FifoChannel => trial_fifo(&channel, row.backlog, row.work),
+                    Subject::FifoThreadpool => trial_fifo(&threadpool, row.backlog, row.work),
+                };
+                row.latencies.push(latency);
+            }
+        }
+    }
+    drop(channel);
+    if let Fifo::Threadpool(pool) = threadpool {
+        pool.join();
+    }
+
+    let table = render(&rows, iters_per_us, started.elapsed(), smoke, quick);
+    print!("{table}");
+    if let Some(path) = out {
+        match std::fs::write(&path, &table) {
+            Ok(()) => eprintln!("wrote {path}"),
+            Err(e) => eprintln!("could not write {path}: {e}"),
+        }
+    }
+}
+
+/// The markdown the bench prints (and `bench_report` embeds).
+fn render(rows: &[Row], iters_per_us: f64, took: Duration, smoke: bool, quick: bool) -> String {
+    let mut s = String::new();
+    let info: Vec<String> = common::host::describe()
+        .into_iter()
+        .map(|(k, v)| format!("{k}: {v}"))
+        .collect();
+    s.push_str(&format!(
+        "<!-- triage-latency: produced by benches/triage.rs in one run -->\n\
+         Host: {}. Spin calibration: {iters_per_us:.1} iterations/µs. \
+         Run took {:.0} s{}.\n\n",
+        info.join(", "),
+        took.as_secs_f64(),
+        if smoke {
+            " (smoke test, not a measurement)"
+        } else if quick {
+            " (`--quick`: a fifth of the trials)"
+        } else {
+            ""
+        },
+    ));
+    s.push_str(
+        "| Normal backlog | pool | trials | median | p99 | max |\n\
+         |---|---|---:|---:|---:|---:|\n",
+    );
+    for row in rows {
+        let mut sorted = row.latencies.clone();
+        sorted.sort_unstable();
+        if sorted.is_empty() {
+            continue;
+        }
+        s.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} |\n",
+            row.scenario,
+            row.subject.label(),
+            sorted.len(),
+            format_duration(percentile(&sorted, 0.5)),
+            format_duration(percentile(&sorted, 0.99)),
+            format_duration(*sorted.last().expect("non-empty")),
+        ));
+    }
+    // The issue's goals, computed from the rows above.
+    let median_of = |scenario_backlog: usize, subject: Subject| {
+        rows.iter()
+            .find(|r| r.backlog == scenario_backlog && r.subject == subject && r.jitter.is_zero())
+            .and_then(|r| {
+                let mut v = r.latencies.clone();
+                v.sort_unstable();
+                (!v.is_empty()).then(|| percentile(&v, 0.5))
+            })
+    };
+    if let (Some(triage), Some(fifo)) = (
+        median_of(10_000, Subject::Triage { reserved: 0 }),
+        median_of(10_000, Subject::FifoChannel),
+    ) {
+        s.push_str(&format!(
+            "\nAt a 10,000-job backlog the FIFO channel pool's median is {:.0}× triage-pool's \
+             (goal: at least 100×).\n",
+            fifo.as_secs_f64() / triage.as_secs_f64().max(1e-9)
+        ));
+    }
+    if let Some(row) = rows
+        .iter()
+        .find(|r| r.jitter > Duration::ZERO && r.subject == Subject::Triage { reserved: 1 })
+    {
+        let mut v = row.latencies.clone();
+        v.sort_unstable();
+        if !v.is_empty() {
+            let p99 = percentile(&v, 0.99);
+            s.push_str(&format!(
+                "With 10 ms general jobs and a reserved urgent worker, p99 = {} \
+                 (goal: under 100 µs): {}.\n",
+                format_duration(p99),
+                if p99 < Duration::from_micros(100) {
+                    "met"
+                } else {
+                    "not met"
+                }
+            ));
+        }
+    }
+    s
+}
