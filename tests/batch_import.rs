@@ -1,0 +1,315 @@
+//! The `batch_import` example's import, end to end on generated files: every
+//! valid row lands in SQLite exactly once, every bad row is in the rejects
+//! file with its reason, adverse events raise alerts, a stop midway (the
+//! Ctrl-C path) loses and doubles nothing, and a locked database fails
+//! records into the resume file instead of dropping them.
+
+mod common;
+
+#[path = "../examples/batch_import/import.rs"]
+mod import;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::time::Duration;
+
+use import::generate::{self, record_id, Defect, Manifest};
+use import::{ImportConfig, Observer, RetryPolicy, StopSignal, Summary};
+
+/// Rows in each generated input.
+const RECORDS: usize = 5_000;
+
+/// Seed of the generated input.
+const SEED: u64 = 7;
+
+/// A generated input in its own directory, with a configuration whose
+/// outputs go to the same directory.
+struct Fixture {
+    /// Removed at the end of the test.
+    dir: tempfile::TempDir,
+    /// What the generator wrote.
+    manifest: Manifest,
+    /// Import `dir/visits.csv` into `dir/visits.sqlite`.
+    config: ImportConfig,
+}
+
+fn fixture(records: usize) -> Fixture {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let input = dir.path().join("visits.csv");
+    let manifest = generate::generate(&input, records, SEED).expect("generate input");
+    assert_eq!(manifest.rows.len(), records);
+    assert!(manifest.defective() > 0 && manifest.adverse_events() > 0);
+    let mut config = ImportConfig::new(input, dir.path());
+    config.workers = 2;
+    Fixture {
+        dir,
+        manifest,
+        config,
+    }
+}
+
+/// Record ids of rows matching `pick`.
+fn ids(manifest: &Manifest, pick: impl Fn(&generate::RowFacts) -> bool) -> BTreeSet<String> {
+    (0..manifest.rows.len())
+        .filter(|&i| pick(&manifest.rows[i]))
+        .map(record_id)
+        .collect()
+}
+
+/// Values of `column` in `table`, asserting none appears twice.
+fn column(db: &Path, sql: &str) -> BTreeSet<String> {
+    let conn = rusqlite::Connection::open(db).expect("open database");
+    let mut stmt = conn.prepare(sql).expect("prepare");
+    let values: Vec<String> = stmt
+        .query_map([], |row| row.get(0))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("read rows");
+    let unique: BTreeSet<String> = values.iter().cloned().collect();
+    assert_eq!(unique.len(), values.len(), "a row appears twice: {sql}");
+    unique
+}
+
+/// Record ids in the database.
+fn visits(db: &Path) -> BTreeSet<String> {
+    column(db, "SELECT record_id FROM visits")
+}
+
+/// Record ids with an alert.
+fn alerts(db: &Path) -> BTreeSet<String> {
+    column(db, "SELECT record_id FROM alerts")
+}
+
+/// The rejects file as record id -> reason.
+fn rejects(path: &Path) -> BTreeMap<String, String> {
+    let mut reader = csv::ReaderBuilder::new()
+        .flexible(true)
+        .from_path(path)
+        .expect("open rejects file");
+    let headers = reader.headers().expect("rejects header").clone();
+    assert_eq!(&headers[0], "line");
+    assert_eq!(&headers[1], "reason");
+    assert_eq!(&headers[2], "record_id");
+    let mut rejects = BTreeMap::new();
+    for row in reader.records() {
+        let row = row.expect("rejects row");
+        let previous = rejects.insert(row[2].to_owned(), row[1].to_owned());
+        assert!(previous.is_none(), "{} rejected twice", &row[2]);
+    }
+    rejects
+}
+
+/// Record ids in the resume file, in file order.
+fn resume(path: &Path) -> Vec<String> {
+    let mut reader = csv::ReaderBuilder::new()
+        .flexible(true)
+        .from_path(path)
+        .expect("open resume file");
+    assert_eq!(
+        reader
+            .headers()
+            .expect("resume header")
+            .iter()
+            .collect::<Vec<_>>(),
+        import::record::COLUMNS,
+        "the resume file has the input's format"
+    );
+    reader
+        .records()
+        .map(|row| row.expect("resume row")[0].to_owned())
+        .collect()
+}
+
+/// Whether `reason` is what the validator says about `defect`.
+fn explains(reason: &str, defect: Defect) -> bool {
+    match defect {
+        Defect::NotANumber { column } => {
+            reason.starts_with(&format!("{column}: ")) && reason.ends_with("is not a number")
+        }
+        Defect::Missing { column } => reason == format!("{column}: missing"),
+        Defect::UnknownVisit => reason.starts_with("visit_code: unknown code"),
+        Defect::OutOfRange { column } => {
+            reason.starts_with(&format!("{column}: ")) && reason.contains("is outside")
+        }
+        Defect::Truncated => reason.ends_with("fields, the header has 14"),
+    }
+}
+
+/// The checks every import must pass, whatever happened.
+fn assert_accounted(summary: &Summary) {
+    assert!(
+        summary.is_balanced(),
+        "ledger does not balance: {summary:#?}"
+    );
+    assert!(
+        summary.database_matches(),
+        "database does not match: {summary:#?}"
+    );
+    assert_eq!(summary.pool.panicked(), 0);
+    assert_eq!(summary.urgent_wait.count as u64, summary.adverse_events);
+    let latency = summary.urgent_wait;
+    assert!(latency.p50 <= latency.p99 && latency.p99 <= latency.max);
+    assert!(summary.normal_wait.count > 0);
+    assert!(summary.records_per_second() > 0.0);
+}
+
+/// Stops the import after `at` records were accepted, as Ctrl-C would.
+struct StopAt {
+    /// After this many accepted records.
+    at: u64,
+    /// The import's stop signal (the one the Ctrl-C handler raises).
+    stop: StopSignal,
+}
+
+impl Observer for StopAt {
+    fn accepted(&self, accepted: u64) {
+        if accepted == self.at {
+            assert!(self.stop.request());
+        }
+    }
+}
+
+#[test]
+fn every_valid_row_is_imported_once_and_every_bad_row_rejected_with_its_reason() {
+    common::guarded(|| {
+        let Fixture {
+            dir: _dir,
+            manifest,
+            config,
+        } = fixture(RECORDS);
+        let summary = import::run(&config, &StopSignal::new(), &()).expect("import");
+        assert_accounted(&summary);
+
+        let valid = ids(&manifest, |row| row.defect.is_none());
+        let bad = ids(&manifest, |row| row.defect.is_some());
+        assert_eq!(summary.read, RECORDS as u64);
+        assert_eq!(summary.succeeded, valid.len() as u64);
+        assert_eq!(summary.rejected, bad.len() as u64);
+        assert_eq!(
+            (summary.failed, summary.unrun, summary.not_submitted),
+            (0, 0, 0)
+        );
+        assert!(!summary.stopped_early && summary.input_error.is_none());
+
+        assert_eq!(visits(&config.database), valid);
+        let adverse_valid = ids(&manifest, |row| row.adverse_event && row.defect.is_none());
+        assert_eq!(alerts(&config.database), adverse_valid);
+        assert_eq!(summary.alerts_written, adverse_valid.len() as u64);
+
+        let rejects = rejects(&config.rejects);
+        assert_eq!(rejects.keys().cloned().collect::<BTreeSet<_>>(), bad);
+        for (i, row) in manifest.rows.iter().enumerate() {
+            if let Some(defect) = row.defect {
+                let reason = &rejects[&record_id(i)];
+                assert!(explains(reason, defect), "{defect} rejected as {reason:?}");
+            }
+        }
+        assert!(resume(&config.resume).is_empty());
+    });
+}
+
+#[test]
+fn a_stop_midway_leaves_every_row_in_exactly_one_place_and_resuming_finishes() {
+    common::guarded(|| {
+        let Fixture {
+            dir,
+            manifest,
+            config,
+        } = fixture(RECORDS);
+        let stop = StopSignal::new();
+        let observer = StopAt {
+            at: RECORDS as u64 / 2,
+            stop: stop.clone(),
+        };
+        let summary = import::run(&config, &stop, &observer).expect("interrupted import");
+        assert_accounted(&summary);
+        assert!(summary.stopped_early);
+        assert_eq!(summary.read, RECORDS as u64, "the unread input was copied");
+        assert!(summary.succeeded + summary.rejected <= RECORDS as u64 / 2);
+        assert!(summary.not_submitted >= RECORDS as u64 / 2);
+
+        // Database + rejects + resume file = input, with no row twice.
+        let mut seen: BTreeMap<String, &str> = BTreeMap::new();
+        let imported = visits(&config.database);
+        let rejected = rejects(&config.rejects);
+        let to_resume = resume(&config.resume);
+        assert_eq!(to_resume.len() as u64, summary.to_resume());
+        assert!(
+            to_resume.windows(2).all(|pair| pair[0] < pair[1]),
+            "the resume file keeps the input's order"
+        );
+        let places = [
+            ("database", imported.iter().collect::<Vec<_>>()),
+            ("rejects", rejected.keys().collect()),
+            ("resume", to_resume.iter().collect()),
+        ];
+        for (place, ids) in places {
+            for id in ids {
+                if let Some(first) = seen.insert(id.clone(), place) {
+                    panic!("{id} is both in the {first} and in the {place}");
+                }
+            }
+        }
+        let all: BTreeSet<String> = (0..RECORDS).map(record_id).collect();
+        assert_eq!(seen.keys().cloned().collect::<BTreeSet<_>>(), all);
+
+        // Importing the resume file into the same database finishes the job.
+        let mut again = ImportConfig::new(config.resume.clone(), &dir.path().join("again"));
+        std::fs::create_dir_all(dir.path().join("again")).expect("second output directory");
+        again.database = config.database.clone();
+        again.workers = 2;
+        let second = import::run(&again, &StopSignal::new(), &()).expect("resumed import");
+        assert_accounted(&second);
+        assert_eq!(second.read, to_resume.len() as u64);
+        assert_eq!(second.to_resume(), 0);
+        let valid = ids(&manifest, |row| row.defect.is_none());
+        assert_eq!(visits(&config.database), valid);
+        let mut all_rejected: BTreeSet<String> = rejected.into_keys().collect();
+        all_rejected.extend(rejects(&again.rejects).into_keys());
+        assert_eq!(all_rejected, ids(&manifest, |row| row.defect.is_some()));
+        let adverse_valid = ids(&manifest, |row| row.adverse_event && row.defect.is_none());
+        assert_eq!(alerts(&config.database), adverse_valid);
+    });
+}
+
+#[test]
+fn a_locked_database_fails_records_into_the_resume_file_after_bounded_retries() {
+    common::guarded(|| {
+        let Fixture {
+            dir: _dir,
+            manifest,
+            mut config,
+        } = fixture(200);
+        // Create the schema, then hold the write lock from another
+        // connection for the whole import.
+        config.max_records = Some(0);
+        import::run(&config, &StopSignal::new(), &()).expect("create schema");
+        config.max_records = None;
+        let locker = rusqlite::Connection::open(&config.database).expect("open database");
+        locker
+            .execute_batch("BEGIN IMMEDIATE")
+            .expect("take the write lock");
+        config.busy_timeout = Duration::from_millis(1);
+        config.retry = RetryPolicy {
+            attempts: 3,
+            first_backoff: Duration::from_millis(1),
+        };
+
+        let summary = import::run(&config, &StopSignal::new(), &()).expect("import");
+        locker.execute_batch("ROLLBACK").expect("release the lock");
+        assert_accounted(&summary);
+
+        let valid = ids(&manifest, |row| row.defect.is_none());
+        assert_eq!(summary.succeeded, 0);
+        assert_eq!(summary.failed, valid.len() as u64);
+        assert_eq!(
+            summary.rejected,
+            manifest.defective() as u64,
+            "bad rows are still rejected"
+        );
+        assert!(visits(&config.database).is_empty());
+        let to_resume = resume(&config.resume);
+        assert_eq!(to_resume.iter().cloned().collect::<BTreeSet<_>>(), valid);
+        assert_eq!(to_resume.len(), valid.len());
+    });
+}
