@@ -1,23 +1,24 @@
 //! The bounded per-priority queues, the intake gate in front of them, the
 //! biased receive behind them, and the wake-ups that connect the two.
 //!
-//! Each lane is one bounded crossbeam channel. Producers never block on a
-//! worker and workers never block on a producer except through:
-//! - a full lane: the producer waits in a `Select` over the lane's send and
-//!   the stop signal, so a stop wakes it and it gets its job back;
+//! Each lane is one bounded queue (a crossbeam channel in production, see
+//! `sync::Queue`). Producers and workers only wait for each other through:
+//! - a full lane: the producer waits for room or for the stop signal, so a
+//!   stop wakes it and it gets its job back;
 //! - an empty pool: the worker sleeps on its group's condvar (see "Sleeping
 //!   workers" below) instead of in a crossbeam `Select`, so the common path
-//!   of taking a job is a few `try_recv`s and never pays for `Select`.
+//!   of taking a job is a few `try_pop`s and never pays for `Select`.
 
-use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{select_biased, Receiver, Sender, TrySendError};
-use crossbeam_utils::{Backoff, CachePadded};
-use parking_lot::{Condvar, Mutex};
+use crossbeam_utils::CachePadded;
 
 use crate::job::Priority;
 use crate::stats::Counters;
+use crate::sync::{
+    fence, AtomicBool, AtomicUsize, Condvar, LaneQueue, Mutex, Ordering, PushError, Queue, Spin,
+    StopSignal,
+};
 
 /// A queued job and the time it was accepted.
 #[derive(Debug)]
@@ -78,10 +79,9 @@ const IN_FLIGHT: usize = 2;
 // in its caller's hands — never both, never neither.
 //
 // A submit blocked on a full lane is inside the gate, so the stop must wake
-// it: the stop drops `stop_tx`, and the blocked submit selects over the
-// lane's send and `stop_rx`, biased towards `stop_rx`. It then hands the job
-// back (or, if the send won the race, the job is in the lane: both are
-// fine, see above).
+// it: the stop fires the `StopSignal`, and the blocked submit waits for room
+// or the signal, preferring the signal. It then hands the job back (or, if
+// the send won the race, the job is in the lane: both are fine, see above).
 
 /// The intake gate and the stop signal for blocked submitters.
 #[derive(Debug)]
@@ -92,10 +92,8 @@ struct Gate {
     lock: Mutex<()>,
     /// Wakes the stopper when the last submit leaves a closed gate.
     cv: Condvar,
-    /// Dropped by `close` to wake submitters blocked on a full lane.
-    stop_tx: Mutex<Option<Sender<()>>>,
-    /// Becomes ready (disconnected) once intake closes.
-    stop_rx: Receiver<()>,
+    /// Fired by `close` to wake submitters blocked on a full lane.
+    stop: StopSignal,
 }
 
 // Sleeping workers (the wake-up protocol).
@@ -115,7 +113,7 @@ struct Gate {
 // a Normal job is never spent on a worker that cannot take it.
 
 /// One group of sleeping workers.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Sleepers {
     /// Workers that registered to sleep (some may be re-checking the lanes).
     count: CachePadded<AtomicUsize>,
@@ -126,6 +124,14 @@ struct Sleepers {
 }
 
 impl Sleepers {
+    fn new() -> Sleepers {
+        Sleepers {
+            count: CachePadded::new(AtomicUsize::new(0)),
+            lock: Mutex::new(()),
+            cv: Condvar::new(),
+        }
+    }
+
     fn notify_one(&self) {
         drop(self.lock.lock());
         self.cv.notify_one();
@@ -140,10 +146,8 @@ impl Sleepers {
 /// The lanes of one pool.
 #[derive(Debug)]
 pub(crate) struct Lanes<J> {
-    /// Sending halves, indexed by `Priority::index`.
-    tx: [Sender<Envelope<J>>; 3],
-    /// Receiving halves, indexed by `Priority::index`.
-    rx: [Receiver<Envelope<J>>; 3],
+    /// The queues, indexed by `Priority::index`.
+    queues: [LaneQueue<Envelope<J>>; 3],
     /// Capacity of each lane.
     capacity: [usize; 3],
     /// Closes intake and tracks submits in progress.
@@ -162,24 +166,18 @@ pub(crate) struct Lanes<J> {
 impl<J> Lanes<J> {
     /// Creates the lanes; each preallocates its `capacity` slots.
     pub(crate) fn new(capacity: [usize; 3]) -> Lanes<J> {
-        let [u, n, b] = capacity.map(crossbeam_channel::bounded);
-        // Never sent to; disconnected by `close`. An array channel, because
-        // registering with a zero-capacity one allocates on every select.
-        let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);
         Lanes {
-            tx: [u.0, n.0, b.0],
-            rx: [u.1, n.1, b.1],
+            queues: capacity.map(LaneQueue::with_capacity),
             capacity,
             gate: Gate {
                 state: CachePadded::new(AtomicUsize::new(0)),
                 lock: Mutex::new(()),
                 cv: Condvar::new(),
-                stop_tx: Mutex::new(Some(stop_tx)),
-                stop_rx,
+                stop: StopSignal::new(),
             },
             sealed: AtomicBool::new(false),
-            general: Sleepers::default(),
-            urgent: Sleepers::default(),
+            general: Sleepers::new(),
+            urgent: Sleepers::new(),
             epoch: Instant::now(),
         }
     }
@@ -196,7 +194,11 @@ impl<J> Lanes<J> {
 
     /// Jobs waiting in each lane.
     pub(crate) fn lens(&self) -> [usize; 3] {
-        [self.rx[0].len(), self.rx[1].len(), self.rx[2].len()]
+        [
+            self.queues[0].len(),
+            self.queues[1].len(),
+            self.queues[2].len(),
+        ]
     }
 
     /// Capacity of each lane.
@@ -228,16 +230,18 @@ impl<J> Lanes<J> {
             job,
             accepted_at: self.now(),
         };
-        let tx = &self.tx[lane.index()];
-        let result = match tx.try_send(envelope) {
+        let queue = &self.queues[lane.index()];
+        let result = match queue.try_push(envelope) {
             Ok(()) => Ok(()),
-            Err(TrySendError::Full(envelope)) => match wait {
+            Err(envelope) => match wait {
                 Wait::Never => Err(Refused::Full(envelope.job)),
-                Wait::Until(deadline) => self.push_blocking(tx, envelope, deadline),
+                Wait::Until(deadline) => queue
+                    .push_until(envelope, &self.gate.stop, deadline)
+                    .map_err(|error| match error {
+                        PushError::Timeout(envelope) => Refused::Timeout(envelope.job),
+                        PushError::Stopped(envelope) => Refused::Stopped(envelope.job),
+                    }),
             },
-            // The lanes own a receiver of every channel, so a send can never
-            // see a disconnected channel; treat it as stopped to be safe.
-            Err(TrySendError::Disconnected(envelope)) => Err(Refused::Stopped(envelope.job)),
         };
         match result {
             Ok(()) => self.wake_for(lane),
@@ -248,38 +252,6 @@ impl<J> Lanes<J> {
         }
         self.leave_gate();
         result
-    }
-
-    /// Waits for room in a full lane, for the deadline, or for the stop
-    /// signal, whichever comes first. The `select_biased!` macro keeps its
-    /// operation list on the stack (a `Select` would allocate a `Vec` per
-    /// call), and prefers the stop signal when both are ready.
-    fn push_blocking(
-        &self,
-        tx: &Sender<Envelope<J>>,
-        envelope: Envelope<J>,
-        deadline: Option<Instant>,
-    ) -> Result<(), Refused<J>> {
-        let stop_rx = &self.gate.stop_rx;
-        match deadline {
-            None => select_biased! {
-                // Disconnected once intake closes: receiving only notices it.
-                recv(stop_rx) -> _ => Err(Refused::Stopped(envelope.job)),
-                send(tx, envelope) -> sent => {
-                    sent.map_err(|e| Refused::Stopped(e.into_inner().job))
-                }
-            },
-            Some(deadline) => {
-                let timeout = deadline.saturating_duration_since(Instant::now());
-                select_biased! {
-                    recv(stop_rx) -> _ => Err(Refused::Stopped(envelope.job)),
-                    send(tx, envelope) -> sent => {
-                        sent.map_err(|e| Refused::Stopped(e.into_inner().job))
-                    }
-                    default(timeout) => Err(Refused::Timeout(envelope.job)),
-                }
-            }
-        }
     }
 
     /// Leaves the gate; the last submit to leave a closed gate wakes the
@@ -306,7 +278,7 @@ impl<J> Lanes<J> {
     /// Returns whether this call closed it.
     pub(crate) fn close(&self) -> bool {
         let prev = self.gate.state.fetch_or(CLOSED, Ordering::AcqRel);
-        drop(self.gate.stop_tx.lock().take());
+        self.gate.stop.fire(&self.queues);
         prev & CLOSED == 0
     }
 
@@ -332,7 +304,7 @@ impl<J> Lanes<J> {
     /// acceptance order. Only meaningful once sealed.
     pub(crate) fn drain(&self, mut each: impl FnMut(Priority, Envelope<J>)) {
         for lane in Priority::ALL {
-            for envelope in self.rx[lane.index()].try_iter() {
+            while let Some(envelope) = self.queues[lane.index()].try_pop() {
                 each(lane, envelope);
             }
         }
@@ -342,15 +314,14 @@ impl<J> Lanes<J> {
     /// aging). Sleeps while the lanes are empty; returns `None` once they
     /// are sealed and empty.
     pub(crate) fn take(&self, picker: &mut Picker) -> Option<(Priority, Envelope<J>)> {
-        let backoff = Backoff::new();
+        let spin = Spin::new();
         loop {
             if let Some(found) = picker.try_take(self) {
                 return Some(found);
             }
-            if backoff.is_completed() {
+            if !spin.again() {
                 break;
             }
-            backoff.snooze();
         }
         let group = match picker.role {
             Role::General => &self.general,
@@ -403,14 +374,14 @@ impl Picker {
     /// One non-blocking look at the lanes this worker serves.
     fn try_take<J>(&mut self, lanes: &Lanes<J>) -> Option<(Priority, Envelope<J>)> {
         if self.role == Role::UrgentOnly {
-            return lanes.rx[0].try_recv().ok().map(|e| (Priority::Urgent, e));
+            return lanes.queues[0].try_pop().map(|e| (Priority::Urgent, e));
         }
         if let Some(bound) = self.bound {
             // A lower lane that waited through `bound` dequeues goes first
             // (the higher of two due lanes first).
             for index in 1..3 {
                 if self.passed_over[index] >= bound {
-                    if let Ok(envelope) = lanes.rx[index].try_recv() {
+                    if let Some(envelope) = lanes.queues[index].try_pop() {
                         return Some(self.took(lanes, index, envelope));
                     }
                     self.passed_over[index] = 0;
@@ -418,7 +389,7 @@ impl Picker {
             }
         }
         for index in 0..3 {
-            if let Ok(envelope) = lanes.rx[index].try_recv() {
+            if let Some(envelope) = lanes.queues[index].try_pop() {
                 return Some(self.took(lanes, index, envelope));
             }
         }
@@ -434,7 +405,7 @@ impl Picker {
     ) -> (Priority, Envelope<J>) {
         if self.bound.is_some() {
             for other in 1..3 {
-                if other == index || lanes.rx[other].is_empty() {
+                if other == index || lanes.queues[other].is_empty() {
                     self.passed_over[other] = 0;
                 } else {
                     self.passed_over[other] = self.passed_over[other].saturating_add(1);

@@ -117,9 +117,12 @@ mod builder;
 mod error;
 mod job;
 mod lanes;
+#[cfg(all(test, loom))]
+mod loom_models;
 mod pool;
 mod report;
 mod stats;
+mod sync;
 mod unwind;
 mod worker;
 

@@ -4,13 +4,13 @@
 
 use std::fmt;
 use std::ops::Deref;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_utils::CachePadded;
-use parking_lot::{Condvar, Mutex};
+
+use crate::sync::thread::JoinHandle;
+use crate::sync::{AtomicBool, Condvar, Mutex, Ordering};
 
 use crate::builder::Builder;
 use crate::error::{StopError, SubmitError, SubmitTimeoutError, TrySubmitError};
@@ -22,7 +22,8 @@ use crate::unwind;
 use crate::worker;
 
 /// Source of pool ids (0 means "no pool" in the worker thread-local).
-static NEXT_POOL_ID: AtomicU64 = AtomicU64::new(1);
+/// Not part of any protocol, so a plain std atomic even under loom.
+static NEXT_POOL_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// State shared by the handles and the workers.
 pub(crate) struct Shared<J: Job> {
@@ -55,9 +56,9 @@ pub(crate) struct Shared<J: Job> {
 impl<J: Job> Shared<J> {
     pub(crate) fn new(lanes: Lanes<J>, workers: usize, reserved: usize) -> Shared<J> {
         Shared {
-            id: NEXT_POOL_ID.fetch_add(1, Ordering::Relaxed),
+            id: NEXT_POOL_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             lanes,
-            cancel: Arc::default(),
+            cancel: Arc::new(Cancel::default()),
             discard: AtomicBool::new(false),
             slots: (0..workers + reserved)
                 .map(|_| CachePadded::default())
@@ -533,7 +534,7 @@ impl<J: Job> Pool<J> {
         }
     }
 
-    fn shared(&self) -> &Shared<J> {
+    pub(crate) fn shared(&self) -> &Shared<J> {
         &self.submitter.shared
     }
 

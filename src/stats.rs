@@ -4,7 +4,7 @@
 //! writer (that worker), so counting a finished job is a plain load and
 //! store, not a contended read-modify-write. A snapshot sums them.
 
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use crate::sync::{AtomicU64, AtomicU8, Ordering};
 use std::time::Duration;
 
 use crossbeam_utils::CachePadded;

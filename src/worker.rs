@@ -2,11 +2,8 @@
 //! panics caught, record its outcome; exit once the lanes are sealed and
 //! empty, or as soon as a stop asks to discard queued work.
 
-use std::cell::Cell;
 use std::io;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use crate::job::{Context, Job, Priority};
@@ -14,11 +11,13 @@ use crate::lanes::{Picker, Role};
 use crate::pool::Shared;
 use crate::report::{Failed, Panicked};
 use crate::stats::{WorkerSlot, ABANDONED, IDLE};
+use crate::sync::thread::{self, JoinHandle};
+use crate::sync::{thread_local_cell, Ordering};
 use crate::unwind;
 
-thread_local! {
+thread_local_cell! {
     /// Id of the pool whose worker runs on this thread; 0 on other threads.
-    static CURRENT_POOL: Cell<u64> = const { Cell::new(0) };
+    static CURRENT_POOL: Cell<u64> = 0;
 }
 
 /// Whether the calling thread is one of the workers of pool `id`.

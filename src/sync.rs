@@ -1,0 +1,387 @@
+//! The synchronisation primitives the pool's protocol is written against,
+//! switched between production (`std` atomics, `parking_lot`, crossbeam
+//! channels, OS threads) and the `loom` model checker (`--cfg loom`).
+//!
+//! Everything the shutdown and wake-up protocols depend on goes through
+//! here, so the model checker sees every interleaving of the real code. Only
+//! the lane queue itself is replaced under loom (loom cannot see inside
+//! crossbeam-channel): `Queue` is the small interface the lanes need, with a
+//! crossbeam implementation in production and a `Mutex + VecDeque + Condvar`
+//! one under the checker.
+
+use std::time::Instant;
+
+#[cfg(not(loom))]
+pub(crate) use parking_lot::{Condvar, Mutex};
+#[cfg(not(loom))]
+pub(crate) use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+#[cfg(not(loom))]
+pub(crate) use std::thread;
+
+#[cfg(loom)]
+pub(crate) use loom::sync::atomic::{
+    fence, AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering,
+};
+#[cfg(loom)]
+pub(crate) use loom::thread;
+#[cfg(loom)]
+pub(crate) use model::{Condvar, Mutex};
+
+/// Declares a thread-local with the production or the loom macro.
+macro_rules! thread_local_cell {
+    ($(#[$meta:meta])* static $name:ident: Cell<$ty:ty> = $init:expr;) => {
+        #[cfg(not(loom))]
+        std::thread_local! { $(#[$meta])* static $name: std::cell::Cell<$ty> = const { std::cell::Cell::new($init) }; }
+        #[cfg(loom)]
+        loom::thread_local! { $(#[$meta])* static $name: std::cell::Cell<$ty> = std::cell::Cell::new($init); }
+    };
+}
+pub(crate) use thread_local_cell;
+
+/// Spins briefly before a worker goes to sleep, in production. Under loom a
+/// spin would only multiply the interleavings to explore, so it is skipped.
+#[derive(Debug)]
+pub(crate) struct Spin {
+    #[cfg(not(loom))]
+    backoff: crossbeam_utils::Backoff,
+}
+
+impl Spin {
+    pub(crate) fn new() -> Spin {
+        Spin {
+            #[cfg(not(loom))]
+            backoff: crossbeam_utils::Backoff::new(),
+        }
+    }
+
+    /// Spins or yields once; returns false when it is time to sleep.
+    pub(crate) fn again(&self) -> bool {
+        #[cfg(not(loom))]
+        {
+            if self.backoff.is_completed() {
+                return false;
+            }
+            self.backoff.snooze();
+            true
+        }
+        #[cfg(loom)]
+        false
+    }
+}
+
+/// Why a blocking push did not enqueue.
+#[cfg_attr(loom, allow(dead_code))] // no deadlines under the model checker
+pub(crate) enum PushError<T> {
+    /// The deadline passed with the queue still full.
+    Timeout(T),
+    /// The stop signal fired.
+    Stopped(T),
+}
+
+/// A bounded FIFO queue: what a lane needs from a channel.
+pub(crate) trait Queue<T>: Sized {
+    /// A queue holding at most `capacity` items, preallocated.
+    fn with_capacity(capacity: usize) -> Self;
+    /// Enqueues if there is room; gives the item back if full.
+    fn try_push(&self, item: T) -> Result<(), T>;
+    /// Enqueues, waiting for room until the deadline (`None`: forever) or
+    /// until `stop` fires, preferring `stop` when both are ready.
+    fn push_until(
+        &self,
+        item: T,
+        stop: &StopSignal,
+        deadline: Option<Instant>,
+    ) -> Result<(), PushError<T>>;
+    /// Dequeues the oldest item, if any.
+    fn try_pop(&self) -> Option<T>;
+    /// Items queued now.
+    fn len(&self) -> usize;
+    /// Whether nothing is queued now.
+    fn is_empty(&self) -> bool;
+}
+
+#[cfg(not(loom))]
+pub(crate) use crossbeam_queue::{CrossbeamQueue as LaneQueue, StopSignal};
+#[cfg(loom)]
+pub(crate) use model::{ModelQueue as LaneQueue, StopSignal};
+
+#[cfg(not(loom))]
+mod crossbeam_queue {
+    use std::time::Instant;
+
+    use crossbeam_channel::{select_biased, Receiver, Sender, TrySendError};
+
+    use super::{Mutex, PushError, Queue};
+
+    /// Wakes pushes blocked on a full lane: their select includes
+    /// `rx`, which becomes ready (disconnected) when `fire` drops `tx`.
+    #[derive(Debug)]
+    pub(crate) struct StopSignal {
+        /// Dropped by `fire`.
+        tx: Mutex<Option<Sender<()>>>,
+        /// Ready once `tx` is gone.
+        rx: Receiver<()>,
+    }
+
+    impl StopSignal {
+        pub(crate) fn new() -> StopSignal {
+            // Never sent to. An array channel, because registering with a
+            // zero-capacity one allocates on every select.
+            let (tx, rx) = crossbeam_channel::bounded(1);
+            StopSignal {
+                tx: Mutex::new(Some(tx)),
+                rx,
+            }
+        }
+
+        /// Wakes every blocked push, now and later.
+        pub(crate) fn fire<Q>(&self, _queues: &[Q]) {
+            drop(self.tx.lock().take());
+        }
+    }
+
+    /// A lane as one bounded crossbeam channel; the queue owns both ends,
+    /// so it never disconnects.
+    #[derive(Debug)]
+    pub(crate) struct CrossbeamQueue<T> {
+        /// Sending half.
+        tx: Sender<T>,
+        /// Receiving half.
+        rx: Receiver<T>,
+    }
+
+    impl<T> Queue<T> for CrossbeamQueue<T> {
+        fn with_capacity(capacity: usize) -> Self {
+            let (tx, rx) = crossbeam_channel::bounded(capacity);
+            CrossbeamQueue { tx, rx }
+        }
+
+        fn try_push(&self, item: T) -> Result<(), T> {
+            self.tx.try_send(item).map_err(TrySendError::into_inner)
+        }
+
+        fn push_until(
+            &self,
+            item: T,
+            stop: &StopSignal,
+            deadline: Option<Instant>,
+        ) -> Result<(), PushError<T>> {
+            // `select_biased!` keeps its operation list on the stack (a
+            // `Select` would allocate per call) and prefers the stop signal.
+            // The queue owns a receiver, so a send cannot fail by
+            // disconnection; map it to Stopped to be safe.
+            let (tx, stop_rx) = (&self.tx, &stop.rx);
+            match deadline {
+                None => select_biased! {
+                    recv(stop_rx) -> _ => Err(PushError::Stopped(item)),
+                    send(tx, item) -> sent => sent.map_err(|e| PushError::Stopped(e.into_inner())),
+                },
+                Some(deadline) => {
+                    let timeout = deadline.saturating_duration_since(Instant::now());
+                    select_biased! {
+                        recv(stop_rx) -> _ => Err(PushError::Stopped(item)),
+                        send(tx, item) -> sent => sent.map_err(|e| PushError::Stopped(e.into_inner())),
+                        default(timeout) => Err(PushError::Timeout(item)),
+                    }
+                }
+            }
+        }
+
+        fn try_pop(&self) -> Option<T> {
+            self.rx.try_recv().ok()
+        }
+
+        fn len(&self) -> usize {
+            self.rx.len()
+        }
+
+        fn is_empty(&self) -> bool {
+            self.rx.is_empty()
+        }
+    }
+}
+
+#[cfg(loom)]
+mod model {
+    use std::collections::VecDeque;
+    use std::ops::{Deref, DerefMut};
+    use std::time::Instant;
+
+    use super::{AtomicBool, Ordering, PushError, Queue};
+
+    /// `parking_lot::Mutex`'s API over loom's mutex.
+    #[derive(Debug)]
+    pub(crate) struct Mutex<T>(loom::sync::Mutex<T>);
+
+    /// Its guard; the `Option` lets `Condvar::wait` move the inner guard.
+    pub(crate) struct MutexGuard<'a, T>(Option<loom::sync::MutexGuard<'a, T>>);
+
+    impl<T> Mutex<T> {
+        pub(crate) fn new(value: T) -> Mutex<T> {
+            Mutex(loom::sync::Mutex::new(value))
+        }
+
+        pub(crate) fn lock(&self) -> MutexGuard<'_, T> {
+            MutexGuard(Some(self.0.lock().unwrap()))
+        }
+
+        /// Deadlines are not modelled: locks like `lock`.
+        pub(crate) fn try_lock_until(&self, _deadline: Instant) -> Option<MutexGuard<'_, T>> {
+            Some(self.lock())
+        }
+
+        pub(crate) fn get_mut(&mut self) -> &mut T {
+            self.0.get_mut().unwrap()
+        }
+    }
+
+    impl<T: Default> Default for Mutex<T> {
+        fn default() -> Self {
+            Mutex::new(T::default())
+        }
+    }
+
+    impl<T> Deref for MutexGuard<'_, T> {
+        type Target = T;
+        fn deref(&self) -> &T {
+            self.0.as_ref().unwrap()
+        }
+    }
+
+    impl<T> DerefMut for MutexGuard<'_, T> {
+        fn deref_mut(&mut self) -> &mut T {
+            self.0.as_mut().unwrap()
+        }
+    }
+
+    /// `wait_until`'s result.
+    pub(crate) struct Timeout(bool);
+
+    impl Timeout {
+        pub(crate) fn timed_out(&self) -> bool {
+            self.0
+        }
+    }
+
+    /// `parking_lot::Condvar`'s API over loom's condvar.
+    #[derive(Debug, Default)]
+    pub(crate) struct Condvar(loom::sync::Condvar);
+
+    impl Condvar {
+        pub(crate) fn new() -> Condvar {
+            Condvar(loom::sync::Condvar::new())
+        }
+
+        pub(crate) fn wait<T>(&self, guard: &mut MutexGuard<'_, T>) {
+            let inner = guard.0.take().unwrap();
+            guard.0 = Some(self.0.wait(inner).unwrap());
+        }
+
+        /// Deadlines are not modelled: waits like `wait`.
+        pub(crate) fn wait_until<T>(
+            &self,
+            guard: &mut MutexGuard<'_, T>,
+            _deadline: Instant,
+        ) -> Timeout {
+            self.wait(guard);
+            Timeout(false)
+        }
+
+        pub(crate) fn notify_one(&self) {
+            self.0.notify_one();
+        }
+
+        pub(crate) fn notify_all(&self) {
+            self.0.notify_all();
+        }
+    }
+
+    /// The stop signal: a flag every blocked push re-checks.
+    #[derive(Debug)]
+    pub(crate) struct StopSignal {
+        /// Set by `fire`.
+        fired: AtomicBool,
+    }
+
+    impl StopSignal {
+        pub(crate) fn new() -> StopSignal {
+            StopSignal {
+                fired: AtomicBool::new(false),
+            }
+        }
+
+        /// Sets the flag and wakes pushes blocked on any of `queues`.
+        pub(crate) fn fire<T>(&self, queues: &[ModelQueue<T>]) {
+            self.fired.store(true, Ordering::SeqCst);
+            for queue in queues {
+                drop(queue.items.lock());
+                queue.not_full.notify_all();
+            }
+        }
+    }
+
+    /// A lane under the model checker.
+    #[derive(Debug)]
+    pub(crate) struct ModelQueue<T> {
+        /// The items, oldest first.
+        items: Mutex<VecDeque<T>>,
+        /// Most items held at once.
+        capacity: usize,
+        /// Signalled when an item leaves or the stop signal fires.
+        not_full: Condvar,
+    }
+
+    impl<T> Queue<T> for ModelQueue<T> {
+        fn with_capacity(capacity: usize) -> Self {
+            ModelQueue {
+                items: Mutex::new(VecDeque::with_capacity(capacity)),
+                capacity,
+                not_full: Condvar::new(),
+            }
+        }
+
+        fn try_push(&self, item: T) -> Result<(), T> {
+            let mut items = self.items.lock();
+            if items.len() >= self.capacity {
+                return Err(item);
+            }
+            items.push_back(item);
+            Ok(())
+        }
+
+        fn push_until(
+            &self,
+            item: T,
+            stop: &StopSignal,
+            _deadline: Option<Instant>,
+        ) -> Result<(), PushError<T>> {
+            let mut items = self.items.lock();
+            loop {
+                if stop.fired.load(Ordering::SeqCst) {
+                    return Err(PushError::Stopped(item));
+                }
+                if items.len() < self.capacity {
+                    items.push_back(item);
+                    return Ok(());
+                }
+                self.not_full.wait(&mut items);
+            }
+        }
+
+        fn try_pop(&self) -> Option<T> {
+            let item = self.items.lock().pop_front();
+            if item.is_some() {
+                self.not_full.notify_one();
+            }
+            item
+        }
+
+        fn len(&self) -> usize {
+            self.items.lock().len()
+        }
+
+        fn is_empty(&self) -> bool {
+            self.items.lock().is_empty()
+        }
+    }
+}
