@@ -61,6 +61,16 @@ impl Job for Probe {
     }
 }
 
+/// Runs `f` under loom with the preemption bound from `LOOM_MAX_PREEMPTIONS`,
+/// or 3 (what CI uses: every model finishes in seconds) if it is not set.
+fn model<F: Fn() + Sync + Send + 'static>(f: F) {
+    let mut builder = loom::model::Builder::new();
+    if builder.preemption_bound.is_none() {
+        builder.preemption_bound = Some(3);
+    }
+    builder.check(f);
+}
+
 fn pool(capacity: usize) -> Pool<Probe> {
     Pool::builder()
         .workers(1)
@@ -100,9 +110,7 @@ fn accounted_once(ids: &[usize], runs: &Runs, reports: &[&StopReport<Probe>], re
 /// run, nor unrun, nor refused.
 #[test]
 fn submit_races_stop() {
-    let mut builder = loom::model::Builder::new();
-    builder.preemption_bound = Some(3);
-    builder.check(|| {
+    model(|| {
         let runs = Arc::new(Runs::default());
         let pool = Arc::new(pool(1));
         let producer = {
@@ -136,9 +144,7 @@ fn submit_races_stop() {
 /// with the job queued, the main thread waiting for it).
 #[test]
 fn no_lost_wakeup() {
-    let mut builder = loom::model::Builder::new();
-    builder.preemption_bound = Some(3);
-    builder.check(|| {
+    model(|| {
         let runs = Arc::new(Runs::default());
         let pool = pool(2);
         let done = Arc::new((Mutex::new(false), Condvar::new()));
@@ -163,9 +169,7 @@ fn no_lost_wakeup() {
 /// urgent job neither run nor unrun.
 #[test]
 fn stop_now_drains_every_lane() {
-    let mut builder = loom::model::Builder::new();
-    builder.preemption_bound = Some(3);
-    builder.check(|| {
+    model(|| {
         let runs = Arc::new(Runs::default());
         let pool = pool(2);
         pool.submit(Probe::new(0, Priority::Bulk, &runs))
@@ -195,9 +199,7 @@ fn stop_now_drains_every_lane() {
 /// alive (the `live == 0` assertion below).
 #[test]
 fn concurrent_stops_then_drop() {
-    let mut builder = loom::model::Builder::new();
-    builder.preemption_bound = Some(3);
-    builder.check(|| {
+    model(|| {
         let runs = Arc::new(Runs::default());
         let pool = Arc::new(pool(2));
         pool.submit(Probe::new(0, Priority::Normal, &runs))
@@ -263,9 +265,7 @@ fn reentrant_submit_never_blocks() {
             Ok(())
         }
     }
-    let mut builder = loom::model::Builder::new();
-    builder.preemption_bound = Some(3);
-    builder.check(|| {
+    model(|| {
         let tx = Arc::new(std::sync::Mutex::new(None));
         let full = Arc::new(AtomicUsize::new(0));
         let done = Arc::new((Mutex::new(false), Condvar::new()));
