@@ -16,8 +16,8 @@ use crossbeam_utils::CachePadded;
 use crate::job::Priority;
 use crate::stats::Counters;
 use crate::sync::{
-    fence, AtomicBool, AtomicUsize, Condvar, LaneQueue, Mutex, Ordering, PushError, Queue, Spin,
-    StopSignal,
+    fence, AtomicBool, AtomicU64, AtomicUsize, Condvar, LaneQueue, Mutex, Ordering, PushError,
+    Queue, Spin, StopSignal,
 };
 
 /// A queued job and the time it was accepted.
@@ -58,23 +58,30 @@ pub(crate) enum Role {
 }
 
 /// `Gate::state` bit: intake is closed.
-const CLOSED: usize = 1;
-/// `Gate::state` increment for one submit inside the gate.
-const IN_FLIGHT: usize = 2;
+const CLOSED: u64 = 1;
+/// `Gate::state` increment for one submit inside the gate (bits 1..=20).
+const IN_FLIGHT: u64 = 1 << 1;
+/// `Gate::state` bits counting submits inside the gate.
+const IN_FLIGHT_MASK: u64 = ((1 << 20) - 1) << 1;
+/// `Gate::state` increment for one accepted job (bits 21..=63: 2^43 jobs).
+const ACCEPTED: u64 = 1 << 21;
 
 // Intake gate (the shutdown protocol, producer side).
 //
-// `state` = CLOSED bit | 2 × (submits inside the gate). A submit enters with
-// `fetch_add(IN_FLIGHT)` and looks at the CLOSED bit in the value it
-// replaced; a stop sets CLOSED with `fetch_or`. All of these are
+// `state` = CLOSED bit | IN_FLIGHT × (submits inside the gate) | ACCEPTED ×
+// (jobs accepted). A submit enters with `fetch_add(IN_FLIGHT + ACCEPTED)`
+// and looks at the CLOSED bit in the value it replaced; a stop sets CLOSED
+// with `fetch_or`. (Counting the job as accepted on entry, and taking that
+// back if it is refused, costs no extra read-modify-write on the hot path
+// and keeps `accepted` ahead of any worker's count of the job.) All of these are
 // read-modify-writes of one atomic, so they are totally ordered:
 // - a submit that entered before CLOSED was set is counted in `state`, and
-//   the stop waits (`wait_drained`) until it leaves. Whatever it does in
+//   the stop waits (`seal`) until it leaves. Whatever it does in
 //   between — enqueue, or give up and hand the job back — is finished before
 //   the stop looks at the lanes for the last time;
 // - a submit that enters after CLOSED was set sees the bit and hands its job
 //   back without touching a lane.
-// So once `wait_drained` returns, no push can ever reach a lane again, and a
+// So once `seal` returns, no push can ever reach a lane again, and a
 // job is either in a lane (and will be run or drained by the stop) or back
 // in its caller's hands — never both, never neither.
 //
@@ -86,9 +93,9 @@ const IN_FLIGHT: usize = 2;
 /// The intake gate and the stop signal for blocked submitters.
 #[derive(Debug)]
 struct Gate {
-    /// CLOSED bit | IN_FLIGHT × submits inside the gate.
-    state: CachePadded<AtomicUsize>,
-    /// Guards the stopper's sleep in `wait_drained`.
+    /// CLOSED | IN_FLIGHT × submits inside the gate | ACCEPTED × jobs.
+    state: CachePadded<AtomicU64>,
+    /// Guards the stopper's sleep in `seal`.
     lock: Mutex<()>,
     /// Wakes the stopper when the last submit leaves a closed gate.
     cv: Condvar,
@@ -170,7 +177,7 @@ impl<J> Lanes<J> {
             queues: capacity.map(LaneQueue::with_capacity),
             capacity,
             gate: Gate {
-                state: CachePadded::new(AtomicUsize::new(0)),
+                state: CachePadded::new(AtomicU64::new(0)),
                 lock: Mutex::new(()),
                 cv: Condvar::new(),
                 stop: StopSignal::new(),
@@ -206,12 +213,8 @@ impl<J> Lanes<J> {
         self.capacity
     }
 
-    /// Enqueues `job` in `lane`, waiting for room as `wait` allows, and
-    /// keeps `counters.accepted` / `counters.refused` in step.
-    ///
-    /// `accepted` is raised before the job becomes visible to workers, so a
-    /// snapshot never counts a job as finished but not accepted; a push that
-    /// then fails takes it back.
+    /// Enqueues `job` in `lane`, waiting for room as `wait` allows; counts
+    /// it as accepted (in the gate) or refused (in `counters`).
     pub(crate) fn push(
         &self,
         lane: Priority,
@@ -219,13 +222,15 @@ impl<J> Lanes<J> {
         wait: Wait,
         counters: &Counters,
     ) -> Result<(), Refused<J>> {
-        let prev = self.gate.state.fetch_add(IN_FLIGHT, Ordering::AcqRel);
+        let prev = self
+            .gate
+            .state
+            .fetch_add(IN_FLIGHT + ACCEPTED, Ordering::AcqRel);
         if prev & CLOSED != 0 {
-            self.leave_gate();
+            self.leave_gate(IN_FLIGHT + ACCEPTED);
             counters.refused.fetch_add(1, Ordering::Relaxed);
             return Err(Refused::Stopped(job));
         }
-        counters.accepted.fetch_add(1, Ordering::Relaxed);
         let envelope = Envelope {
             job,
             accepted_at: self.now(),
@@ -244,21 +249,24 @@ impl<J> Lanes<J> {
             },
         };
         match result {
-            Ok(()) => self.wake_for(lane),
+            Ok(()) => {
+                self.wake_for(lane);
+                self.leave_gate(IN_FLIGHT);
+            }
             Err(_) => {
-                counters.accepted.fetch_sub(1, Ordering::Relaxed);
                 counters.refused.fetch_add(1, Ordering::Relaxed);
+                self.leave_gate(IN_FLIGHT + ACCEPTED);
             }
         }
-        self.leave_gate();
         result
     }
 
-    /// Leaves the gate; the last submit to leave a closed gate wakes the
-    /// stopper waiting in `wait_drained`.
-    fn leave_gate(&self) {
-        let prev = self.gate.state.fetch_sub(IN_FLIGHT, Ordering::AcqRel);
-        if prev == CLOSED | IN_FLIGHT {
+    /// Leaves the gate, taking back `amount` (the acceptance too, for a
+    /// refused job); the last submit to leave a closed gate wakes the
+    /// stopper waiting in `seal`.
+    fn leave_gate(&self, amount: u64) {
+        let prev = self.gate.state.fetch_sub(amount, Ordering::AcqRel);
+        if prev & (CLOSED | IN_FLIGHT_MASK) == CLOSED | IN_FLIGHT {
             drop(self.gate.lock.lock());
             self.gate.cv.notify_all();
         }
@@ -282,6 +290,11 @@ impl<J> Lanes<J> {
         prev & CLOSED == 0
     }
 
+    /// Jobs accepted so far (including, transiently, ones being refused).
+    pub(crate) fn accepted(&self) -> u64 {
+        self.gate.state.load(Ordering::Acquire) / ACCEPTED
+    }
+
     /// Whether intake is closed.
     pub(crate) fn is_closed(&self) -> bool {
         self.gate.state.load(Ordering::Acquire) & CLOSED != 0
@@ -291,7 +304,7 @@ impl<J> Lanes<J> {
     /// it closed has left, then seals the lanes and wakes every worker.
     pub(crate) fn seal(&self) {
         let mut guard = self.gate.lock.lock();
-        while self.gate.state.load(Ordering::Acquire) != CLOSED {
+        while self.gate.state.load(Ordering::Acquire) & IN_FLIGHT_MASK != 0 {
             self.gate.cv.wait(&mut guard);
         }
         drop(guard);

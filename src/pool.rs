@@ -393,6 +393,7 @@ impl<J: Job> Submitter<J> {
             shared.lanes.lens(),
             shared.lanes.capacity(),
             now,
+            || shared.lanes.accepted(),
         )
     }
 }

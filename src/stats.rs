@@ -48,8 +48,6 @@ impl WorkerSlot {
 /// Pool-wide counters written by producers and the stopping thread.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
-    /// Jobs accepted into a lane.
-    pub(crate) accepted: CachePadded<AtomicU64>,
     /// Submits refused (full, stopped, timed out).
     pub(crate) refused: CachePadded<AtomicU64>,
     /// Accepted jobs handed back unrun at stop.
@@ -266,6 +264,7 @@ pub(crate) fn snapshot(
     queued: [usize; 3],
     capacity: [usize; 3],
     now: u64,
+    accepted: impl FnOnce() -> u64,
 ) -> Stats {
     let mut stats = Stats {
         workers: slots.len() - reserved,
@@ -292,7 +291,7 @@ pub(crate) fn snapshot(
             stats.busy += 1;
         }
     }
-    stats.accepted = counters.accepted.load(Ordering::Acquire);
+    stats.accepted = accepted();
     for (lane, &depth) in queued.iter().enumerate() {
         let seen_empty = &counters.seen_empty_at[lane];
         if depth == 0 {

@@ -188,6 +188,14 @@ mod crossbeam_queue {
         }
 
         fn try_pop(&self) -> Option<T> {
+            // `is_empty` is two loads; `try_recv` on an empty array channel
+            // also issues a SeqCst fence. Workers probe empty lanes (Urgent,
+            // usually) before every job, so look before reaching in. A push
+            // racing this check is found by the next probe; the sleep
+            // protocol re-checks after registering (src/lanes.rs).
+            if self.rx.is_empty() {
+                return None;
+            }
             self.rx.try_recv().ok()
         }
 
