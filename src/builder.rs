@@ -189,9 +189,10 @@ impl<J: Job> Builder<J> {
 
     /// Guarantees progress to lower lanes under sustained higher-lane load.
     ///
-    /// A general worker that has taken `bound` jobs in a row from other
+    /// A general worker that has taken `bound` jobs in a row from *higher*
     /// lanes while the `Normal` (or `Bulk`) lane had work waiting takes its
-    /// next job from that lane. When both are due at once, `Normal` goes
+    /// next job from that lane (for `Bulk`, dequeues from `Urgent` and
+    /// `Normal` both count). When both are due at once, `Normal` goes
     /// first and `Bulk` right after. So under saturation each non-empty lane
     /// gets at least one of every `bound + 2` consecutive dequeues of each
     /// general worker, and `Urgent` keeps at least `bound` of every
@@ -215,7 +216,9 @@ impl<J: Job> Builder<J> {
 
     /// Strict priority: a worker never takes a job from a lane while a
     /// higher lane has one. Lower lanes can starve for as long as higher
-    /// lanes stay busy. Replaces [`starvation_bound`](Self::starvation_bound).
+    /// lanes stay busy. `strict_priority` and
+    /// [`starvation_bound`](Self::starvation_bound) set the same setting:
+    /// the last call wins.
     ///
     /// # Examples
     ///
@@ -233,7 +236,10 @@ impl<J: Job> Builder<J> {
     }
 
     /// Sets the prefix of worker thread names: general workers are named
-    /// `{prefix}-{index}`, reserved urgent workers `{prefix}-urgent-{index}`.
+    /// `{prefix}-{index}`, reserved urgent workers `{prefix}-urgent-{index}`,
+    /// where `index` is the worker index of [`Context::worker_index`](crate::Context::worker_index)
+    /// (general workers first: with `workers(2)` the first reserved worker
+    /// is `{prefix}-urgent-2`).
     /// Defaults to `"triage-pool"`.
     ///
     /// # Examples

@@ -275,8 +275,10 @@ impl Context {
         self.lane
     }
 
-    /// How long the job waited between being accepted by a submit and
-    /// starting to run.
+    /// How long the job waited: from the moment its submit call admitted it
+    /// (before any wait for room in a full lane) to the start of its run.
+    /// So for a job whose `submit` blocked on a full lane, it includes the
+    /// time the producer was blocked — the latency its producer saw.
     ///
     /// # Examples
     ///

@@ -417,10 +417,13 @@ impl Picker {
         envelope: Envelope<J>,
     ) -> (Priority, Envelope<J>) {
         if self.bound.is_some() {
+            // Only a dequeue from a *higher* lane passes a lane over: were a
+            // Bulk dequeue to age Normal, Urgent would lose its `bound` of
+            // every `bound + 2` dequeues under full saturation.
             for other in 1..3 {
                 if other == index || lanes.queues[other].is_empty() {
                     self.passed_over[other] = 0;
-                } else {
+                } else if index < other {
                     self.passed_over[other] = self.passed_over[other].saturating_add(1);
                 }
             }

@@ -61,17 +61,84 @@
 //! submit ([`submit_to`](Submitter::submit_to)). Workers take `Urgent` before
 //! `Normal` before `Bulk`, so an urgent job never waits behind lower-lane
 //! backlog: its start latency depends on how long the running jobs take, not
-//! on how many are queued. Each lane has its own capacity, so a full `Normal`
-//! lane never blocks an `Urgent` submit.
+//! on how many are queued. (With the starvation bound below, a worker may
+//! first serve at most two lower-lane jobs that came due: a bounded wait,
+//! never a backlog-sized one.)
 //!
-//! Two settings refine this:
-//! - [`Builder::reserved_urgent_workers`] adds threads that only take urgent
-//!   jobs, so an urgent job starts even while every general worker is busy
-//!   with a long job.
-//! - [`Builder::starvation_bound`] (default 32) keeps lower lanes moving under
-//!   a sustained urgent stream: each non-empty lane gets at least one of every
-//!   `bound + 2` dequeues of each general worker.
-//!   [`Builder::strict_priority`] turns this off.
+//! **Admission is per lane.** Each lane has its own capacity, so a full
+//! `Normal` or `Bulk` lane never blocks or refuses an `Urgent` submit.
+//!
+//! **Memory bound.** Every lane's slots are allocated when the pool is
+//! built, so queued work never takes more than
+//! `(cap_urgent + cap_normal + cap_bulk) × (size_of::<J>() + 16)` bytes
+//! (plus alignment), however fast producers are. A running job holds one
+//! more `J` per worker, and jobs that fail or panic are kept (by value) until
+//! a stop hands them back.
+//!
+//! **Reserved urgent workers.** [`Builder::reserved_urgent_workers`] adds
+//! threads that only take urgent jobs and sleep otherwise, so an urgent job
+//! starts even while every general worker is stuck in a long routine job.
+//! General workers still take urgent jobs first.
+//!
+//! **Starvation bound.** Under a sustained stream of higher-lane work, lower
+//! lanes still progress: a general worker that has taken
+//! [`starvation_bound`](Builder::starvation_bound) `k` jobs (default 32) from
+//! other lanes while a lower lane waited serves that lane next. Under
+//! saturation each non-empty lane therefore gets at least one of every
+//! `k + 2` consecutive dequeues of each general worker, and `Urgent` keeps
+//! at least `k` of them. [`Builder::strict_priority`] removes the bound
+//! (lower lanes wait until higher ones are empty).
+//!
+//! A worked example: routine visit forms go to `Normal`, re-scoring to
+//! `Bulk`, adverse events to `Urgent`, with one reserved urgent worker.
+//!
+//! ```
+//! use std::time::Duration;
+//! use triage_pool::{Context, Job, Pool, Priority};
+//!
+//! enum Record { Visit(u32), Rescore(u32), AdverseEvent(u32) }
+//!
+//! impl Job for Record {
+//!     type Error = String;
+//!     fn run(&mut self, ctx: &Context) -> Result<(), String> {
+//!         match self {
+//!             // Alerting code would go here; the wait is what triage bounds.
+//!             Record::AdverseEvent(subject) => {
+//!                 assert!(ctx.queue_wait() < Duration::from_secs(60), "subject {subject}");
+//!             }
+//!             Record::Visit(subject) | Record::Rescore(subject) => {
+//!                 if *subject == u32::MAX { return Err("no such subject".into()); }
+//!             }
+//!         }
+//!         Ok(())
+//!     }
+//!     fn priority(&self) -> Priority {
+//!         match self {
+//!             Record::AdverseEvent(_) => Priority::Urgent,
+//!             Record::Visit(_) => Priority::Normal,
+//!             Record::Rescore(_) => Priority::Bulk,
+//!         }
+//!     }
+//! }
+//!
+//! let pool: Pool<Record> = Pool::builder()
+//!     .workers(2)
+//!     .reserved_urgent_workers(1)
+//!     .capacity(Priority::Normal, 10_000)
+//!     .build()?;
+//! for subject in 0..10_000 {
+//!     pool.submit(Record::Visit(subject))?;
+//!     if subject % 1_000 == 0 {
+//!         pool.submit(Record::Rescore(subject))?;
+//!         pool.submit(Record::AdverseEvent(subject))?; // jumps the backlog
+//!     }
+//! }
+//! let report = pool.stop()?;
+//! assert_eq!(report.succeeded, 10_020);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! `examples/priorities.rs` runs this scenario and prints the urgent waits.
 //!
 //! # Panics
 //!

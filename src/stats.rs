@@ -130,7 +130,11 @@ impl Stats {
         reserved_urgent_workers: usize;
         /// Worker threads running a job right now.
         busy: usize;
-        /// Jobs accepted into a lane since the pool was built.
+        /// Jobs accepted since the pool was built. A submit counts its job
+        /// as accepted as soon as it passes the intake check, while it may
+        /// still wait for room in a full lane; if it ends up refused, the
+        /// count is taken back. So under backpressure this includes jobs of
+        /// producers blocked in `submit`.
         accepted: u64;
         /// Jobs whose `run` returned `Ok`.
         succeeded: u64;
@@ -165,13 +169,26 @@ impl Stats {
     /// How long the oldest job waiting in `lane` has been queued, at most;
     /// `None` if the lane is empty.
     ///
-    /// The lanes are FIFO queues that cannot be peeked, so this is an upper
-    /// bound computed from the acceptance time of the job most recently
-    /// taken from the lane: while workers keep taking from the lane it is
-    /// exact to within the gap between two consecutive acceptances. When no
-    /// worker has taken from the lane since a snapshot last saw it empty
-    /// (every worker busy elsewhere), it counts from that snapshot — so a
-    /// progress display that takes snapshots regularly keeps it tight.
+    /// The lanes are FIFO queues that cannot be peeked, so this is an
+    /// estimate from above, computed from the acceptance time (see
+    /// [`Context::queue_wait`](crate::Context::queue_wait)) of the job most
+    /// recently taken from the lane, or from the last time a snapshot saw
+    /// the lane empty, whichever is later:
+    /// - while workers keep taking from the lane it is exact to within the
+    ///   gap between two consecutive acceptances (plus any time the lane sat
+    ///   empty unobserved);
+    /// - when no worker has taken from the lane since a snapshot last saw it
+    ///   empty, it counts from that snapshot, so a progress display taking
+    ///   snapshots regularly keeps it tight; taking a snapshot records that
+    ///   observation for later ones;
+    /// - for a lane never taken from and never seen empty, it counts from
+    ///   when the pool was built.
+    ///
+    /// It can fall short of the true wait only by a race of a few
+    /// instructions: a job admitted just before a snapshot saw its lane
+    /// empty but enqueued just after (or, with several producers, jobs
+    /// entering the lane out of acceptance order), or a submit that blocked
+    /// on the full lane (its acceptance time is when it was admitted).
     ///
     /// # Examples
     ///

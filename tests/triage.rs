@@ -525,9 +525,6 @@ fn starvation_bound_moves_normal_and_bulk_with_three_lanes_saturated() {
 }
 
 #[test]
-#[ignore = "BUG: with Urgent, Normal and Bulk all saturated a Bulk dequeue counts as passing \
-            Normal over (src/lanes.rs Picker::took), so Urgent gets bound-1 of every bound+1 \
-            dequeues (none at all for bound 1), not the documented bound of every bound+2"]
 fn starvation_bound_keeps_urgent_share_with_three_lanes_saturated() {
     guarded(|| {
         for bound in [1_u32, 2, 4, 8] {
