@@ -17,7 +17,7 @@
 mod import;
 
 use std::error::Error;
-use std::io::{self, Write};
+use std::io::{self, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -179,6 +179,7 @@ fn init_tracing(bar: &ProgressBar) {
     let bar = bar.clone();
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(io::stderr().is_terminal())
         .with_writer(move || LogWriter { bar: bar.clone() })
         .init();
 }
@@ -236,18 +237,29 @@ impl Observer for Progress {
 fn print_summary(config: &ImportConfig, s: &Summary) {
     let check = |ok: bool| if ok { "ok" } else { "MISMATCH" };
     let resume = config.resume.display();
-    println!();
-    println!(
-        "batch_import: {} records in {:.2} s, {} records/s{}",
-        thousands(s.read),
-        s.elapsed.as_secs_f64(),
-        thousands(s.records_per_second().round() as u64),
-        if s.stopped_early {
-            " (stopped early)"
-        } else {
-            ""
-        },
+    let threads = format!(
+        "{} workers + {} urgent",
+        s.pool.workers(),
+        s.pool.reserved_urgent_workers()
     );
+    println!();
+    if s.stopped_early {
+        println!(
+            "batch_import: stopped early; {} of {} records processed in {:.2} s ({} records/s, {threads})",
+            thousands(s.processed()),
+            thousands(s.read),
+            s.elapsed.as_secs_f64(),
+            thousands(s.records_per_second().round() as u64),
+        );
+    } else {
+        println!(
+            "batch_import: {} records in {:.2} s ({} records/s, {threads})",
+            thousands(s.read),
+            s.elapsed.as_secs_f64(),
+            thousands(s.records_per_second().round() as u64),
+        );
+    }
+    println!("  input: {}", config.input.display());
     println!();
     println!("  {:<16} {:>9}  where", "outcome", "records");
     let row = |name: &str, count: u64, place: &dyn std::fmt::Display| {

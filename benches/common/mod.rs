@@ -174,6 +174,7 @@ pub(crate) fn write_run_marker(fields: &[(&str, String)]) {
     for (key, value) in host::describe() {
         text.push_str(&format!("{key}={value}\n"));
     }
+    text.push_str(&format!("source={}\n", source_version()));
     for (key, value) in fields {
         text.push_str(&format!("{key}={value}\n"));
     }
@@ -183,4 +184,21 @@ pub(crate) fn write_run_marker(fields: &[(&str, String)]) {
         Ok(()) => eprintln!("run marker: {}", dir.join("triage-pool-run.txt").display()),
         Err(e) => eprintln!("could not write the run marker in {}: {e}", dir.display()),
     }
+}
+
+/// Which source was measured: `TRIAGE_BENCH_SOURCE` if set, else
+/// `git describe --always --dirty`, else "unknown".
+pub(crate) fn source_version() -> String {
+    if let Ok(source) = std::env::var("TRIAGE_BENCH_SOURCE") {
+        return source;
+    }
+    std::process::Command::new("git")
+        .args(["describe", "--always", "--dirty"])
+        .output()
+        .ok()
+        .filter(|out| out.status.success())
+        .and_then(|out| String::from_utf8(out.stdout).ok())
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "unknown".to_owned())
 }

@@ -223,11 +223,14 @@ pub(crate) struct Summary {
 }
 
 impl Summary {
-    /// Records that reached a final state (succeeded, rejected or failed)
-    /// per second of wall time.
+    /// Records a worker ran: succeeded, rejected or failed.
+    pub(crate) fn processed(&self) -> u64 {
+        self.succeeded + self.rejected + self.failed
+    }
+
+    /// Records processed per second of wall time.
     pub(crate) fn records_per_second(&self) -> f64 {
-        let processed = self.succeeded + self.rejected + self.failed;
-        processed as f64 / self.elapsed.as_secs_f64().max(f64::EPSILON)
+        self.processed() as f64 / self.elapsed.as_secs_f64().max(f64::EPSILON)
     }
 
     /// Records in the resume file.
@@ -283,16 +286,26 @@ pub(crate) enum ImportError {
         #[source]
         source: rusqlite::Error,
     },
-    /// An output file could not be written. The pool has stopped; the
-    /// records it would have held are lost to this run, so fix the cause
-    /// (disk full, permissions) before importing again.
-    #[error("cannot write {}", path.display())]
+    /// An output file could not be written. The records it should have held
+    /// are only in the input now: fix the cause (disk full, permissions) and
+    /// import the input again into the same database; the records already
+    /// imported are then rejected as duplicates.
+    #[error("cannot write {records} records to {}", path.display())]
     Output {
         /// The file.
         path: PathBuf,
+        /// Records meant for it.
+        records: usize,
         /// What failed.
         #[source]
         source: csv::Error,
+    },
+    /// The rejects or resume file would overwrite the input (for example,
+    /// when resuming from `resume.csv` into the same output directory).
+    #[error("{} is the input file; choose another output directory", path.display())]
+    OutputIsInput {
+        /// The file.
+        path: PathBuf,
     },
     /// The worker pool could not start.
     #[error("cannot start the worker pool")]
@@ -356,6 +369,13 @@ pub(crate) fn run(
         path: config.input.clone(),
         source,
     };
+    for output in [&config.rejects, &config.resume] {
+        if same_file(&config.input, output) {
+            return Err(ImportError::OutputIsInput {
+                path: output.clone(),
+            });
+        }
+    }
     let before = store::prepare(&db).map_err(db_error)?;
     let records = count_records(&config.input, config.max_records).map_err(input_error)?;
     let mut reader = csv::ReaderBuilder::new()
@@ -368,13 +388,6 @@ pub(crate) fn run(
         column_index(&headers, &config.input, column)?;
     }
 
-    let shared = Arc::new(JobShared {
-        import: NEXT_IMPORT.fetch_add(1, Ordering::Relaxed),
-        headers: headers.clone(),
-        db: db.clone(),
-        retry: config.retry,
-        waits: QueueWaits::default(),
-    });
     let pool: Pool<ImportJob> = Pool::builder()
         .workers(config.workers)
         .reserved_urgent_workers(config.urgent_workers)
@@ -382,6 +395,14 @@ pub(crate) fn run(
         .capacity(Priority::Normal, NORMAL_CAPACITY)
         .thread_name("importer")
         .build()?;
+    let threads = pool.stats().workers() + pool.stats().reserved_urgent_workers();
+    let shared = Arc::new(JobShared {
+        import: NEXT_IMPORT.fetch_add(1, Ordering::Relaxed),
+        headers: headers.clone(),
+        db: db.clone(),
+        retry: config.retry,
+        waits: QueueWaits::new(threads),
+    });
     tracing::info!(
         input = %config.input.display(),
         database = %config.database.display(),
@@ -651,6 +672,7 @@ fn write_rejects(
 ) -> Result<(), ImportError> {
     let output_error = |source| ImportError::Output {
         path: path.to_owned(),
+        records: rejects.len(),
         source,
     };
     // Flexible: a truncated row is written back as it was read.
@@ -685,6 +707,7 @@ fn write_resume(
 ) -> Result<u64, ImportError> {
     let output_error = |source| ImportError::Output {
         path: path.to_owned(),
+        records: resume.len(),
         source,
     };
     let mut writer = csv::WriterBuilder::new()
@@ -728,6 +751,14 @@ fn count_records(path: &Path, max: Option<u64>) -> Result<u64, csv::Error> {
         count += 1;
     }
     Ok(count)
+}
+
+/// Whether `a` and `b` name the same existing file.
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
 }
 
 /// Position of `column` in `headers`.

@@ -37,37 +37,48 @@ impl RetryPolicy {
 }
 
 /// How long jobs waited in their lane before a worker started them.
-#[derive(Debug, Default)]
+///
+/// One list per worker, so recording a wait never contends with another
+/// worker: `samples[worker]` holds `(lane, wait)` pairs.
+#[derive(Debug)]
 pub(crate) struct QueueWaits {
-    /// Waits of `Urgent` jobs (adverse events).
-    urgent: Mutex<Vec<Duration>>,
-    /// Waits of `Normal` jobs.
-    normal: Mutex<Vec<Duration>>,
+    /// Indexed by `Context::worker_index`.
+    samples: Vec<Mutex<Vec<(Priority, Duration)>>>,
 }
 
 impl QueueWaits {
-    fn record(&self, lane: Priority, wait: Duration) {
-        let waits = if lane == Priority::Urgent {
-            &self.urgent
-        } else {
-            &self.normal
-        };
-        // A poisoned lock only means another job panicked mid-push; the
-        // samples are still plain numbers.
-        waits
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(wait);
+    /// Room for `workers` workers (general and reserved together).
+    pub(crate) fn new(workers: usize) -> QueueWaits {
+        QueueWaits {
+            samples: (0..workers).map(|_| Mutex::default()).collect(),
+        }
+    }
+
+    fn record(&self, worker: usize, lane: Priority, wait: Duration) {
+        if let Some(samples) = self.samples.get(worker) {
+            // A poisoned lock only means a job panicked mid-push; the
+            // samples are still plain numbers.
+            samples
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push((lane, wait));
+        }
     }
 
     /// The recorded waits of `lane`, sorted.
     pub(crate) fn sorted(&self, lane: Priority) -> Vec<Duration> {
-        let waits = if lane == Priority::Urgent {
-            &self.urgent
-        } else {
-            &self.normal
-        };
-        let mut waits = waits.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let mut waits: Vec<Duration> = self
+            .samples
+            .iter()
+            .flat_map(|samples| {
+                let samples = samples.lock().unwrap_or_else(PoisonError::into_inner);
+                samples
+                    .iter()
+                    .filter(|(l, _)| *l == lane)
+                    .map(|(_, wait)| *wait)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
         waits.sort_unstable();
         waits
     }
@@ -238,7 +249,9 @@ impl Job for ImportJob {
     type Error = RecordError;
 
     fn run(&mut self, ctx: &Context) -> Result<(), RecordError> {
-        self.shared.waits.record(ctx.lane(), ctx.queue_wait());
+        self.shared
+            .waits
+            .record(ctx.worker_index(), ctx.lane(), ctx.queue_wait());
         let visit =
             Visit::from_record(&self.shared.headers, &self.record).map_err(RecordError::Invalid)?;
         self.write(&visit, ctx)
