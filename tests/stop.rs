@@ -348,6 +348,82 @@ fn stop_timeout_hands_back_what_it_could_not_run() {
 }
 
 #[test]
+fn zero_stop_timeout_hands_the_queue_back_at_once() {
+    guarded(|| {
+        let ledger = Ledger::new(4);
+        let pool = pool(1, 8);
+        block_workers(&pool, &ledger, 0..1, &Action::WaitCancelled);
+        for id in 1..4 {
+            pool.submit(Probe::new(id, &ledger)).expect("submit");
+        }
+        let begin = Instant::now();
+        let report = pool.stop_timeout(Duration::ZERO).expect("stop_timeout");
+        assert!(begin.elapsed() < DEADLINE_MARGIN, "{:?}", begin.elapsed());
+        let (_, _, unrun) = ids_of(&report);
+        assert_eq!(unrun, vec![1, 2, 3]);
+        // The running job saw the cancel flag; whether it returned before
+        // the (immediate) deadline or was abandoned is a race, but it is
+        // accounted for exactly once.
+        assert_eq!(
+            report.succeeded + report.abandoned.len() as u64,
+            1,
+            "{report:?}"
+        );
+        assert!(pool.stop().expect("stop").is_clean());
+        let stats = pool.stats();
+        assert_eq!(stats.accepted(), stats.finished());
+        assert_eq!(ledger.runs(0), 1);
+        assert_eq!(ledger.total_runs(), 1);
+    });
+}
+
+#[test]
+fn stop_timeout_while_another_stop_drains_returns_by_its_deadline() {
+    guarded(|| {
+        let ledger = Ledger::new(4);
+        let latch = Latch::new();
+        let pool = Arc::new(pool(1, 2));
+        block_workers(&pool, &ledger, 0..1, &Action::Wait(Arc::clone(&latch)));
+        pool.submit(Probe::new(1, &ledger)).expect("submit");
+        pool.submit(Probe::new(2, &ledger)).expect("submit");
+        let (intake, producer) =
+            submit_in_thread(pool.submitter(), Probe::new(3, &ledger), via_submit);
+        let (report_tx, report_rx) = mpsc::channel();
+        let drainer = {
+            let pool = Arc::clone(&pool);
+            thread::spawn(move || report_tx.send(pool.stop()).expect("test alive"))
+        };
+        assert_eq!(
+            intake.recv_timeout(common::LIMIT).expect("woken"),
+            Err((true, 3))
+        );
+        producer.join().expect("producer");
+
+        // The drain is stuck behind job 0; a stop_timeout gives up waiting
+        // for it at its own deadline, with an empty report.
+        let timeout = Duration::from_millis(200);
+        let begin = Instant::now();
+        let report = pool.stop_timeout(timeout).expect("stop_timeout");
+        let elapsed = begin.elapsed();
+        assert!(elapsed < timeout + DEADLINE_MARGIN, "{elapsed:?}");
+        assert!(report.is_clean() && report.total() == 0, "{report:?}");
+
+        // Its deadline escalated the drain: the queue comes back unrun to
+        // the draining call once the stuck job ends.
+        latch.open();
+        let drained = report_rx
+            .recv_timeout(common::LIMIT)
+            .expect("drain did not return")
+            .expect("stop");
+        drainer.join().expect("drainer");
+        assert_eq!(drained.succeeded, 1);
+        let (_, _, unrun) = ids_of(&drained);
+        assert_eq!(unrun, vec![1, 2]);
+        assert_eq!((ledger.runs(1), ledger.runs(2)), (0, 0));
+    });
+}
+
+#[test]
 fn stop_timeout_returns_early_once_everything_ran() {
     guarded(|| {
         let ledger = Ledger::new(50);
