@@ -119,6 +119,55 @@ fn a_job_submitting_to_its_own_full_lane_gets_full_instead_of_blocking() {
     });
 }
 
+#[test]
+#[ignore = "BUG: on a worker thread, submit_timeout(job, Duration::MAX) to the job's own \
+            full lane blocks until another thread stops the pool, instead of being \
+            refused like submit (src/pool.rs:340-344: an overflowing deadline becomes \
+            Wait::Until(None) without the on_worker_of check submit_to makes)"]
+fn a_job_submitting_with_an_unbounded_timeout_to_its_own_full_lane_is_not_blocked() {
+    guarded(|| {
+        let pool: Pool<FnJob> = Pool::builder()
+            .workers(1)
+            .capacity(Priority::Normal, 1)
+            .build()
+            .expect("build");
+        let started = Arrivals::new();
+        let go = Latch::new();
+        let (answer_tx, answer_rx) = mpsc::channel();
+        {
+            let tx = pool.submitter();
+            let (started, go) = (Arc::clone(&started), Arc::clone(&go));
+            pool.submit(FnJob::new(move |_| {
+                started.arrive();
+                go.wait(); // the test fills the Normal lane meanwhile
+                           // Documented to wait "like submit", which on a worker is
+                           // refused at once: only this worker could make room.
+                let answer = tx
+                    .submit_timeout(FnJob::new(|_| ()), Duration::MAX)
+                    .map_err(|e| e.is_timeout());
+                answer_tx.send(answer).expect("test alive");
+            }))
+            .expect("submit");
+        }
+        started.wait_for(1);
+        pool.try_submit(FnJob::new(|_| ())).expect("room");
+        go.open();
+
+        // A prompt refusal is expected; waiting 10 s means the only worker is
+        // waiting for itself. Stop the pool then, which wakes it, and fail.
+        let answer = answer_rx.recv_timeout(Duration::from_secs(10));
+        let report = pool.stop().expect("stop");
+        let answer = answer.unwrap_or_else(|_| {
+            panic!("the job waited for room only its own worker could make: {report:?}")
+        });
+        assert_eq!(
+            answer,
+            Err(true),
+            "refused as a timeout, like a zero timeout"
+        );
+    });
+}
+
 /// `Answer` for a `try_submit` refusal.
 fn full_try(e: triage_pool::TrySubmitError<FnJob>) -> Answer {
     if e.is_full() {

@@ -583,6 +583,59 @@ fn concurrent_stops_hand_the_jobs_to_exactly_one_caller() {
 }
 
 #[test]
+fn stop_now_escalates_a_draining_stop_and_waits_for_it() {
+    guarded(|| {
+        let ledger = Ledger::new(4);
+        let pool = Arc::new(pool(1, 2));
+        // The blocker returns only once the cancel flag is up: the drain
+        // below cannot finish until stop_now escalates it.
+        block_workers(&pool, &ledger, 0..1, &Action::WaitCancelled);
+        pool.submit(Probe::new(1, &ledger)).expect("submit");
+        pool.submit(Probe::new(2, &ledger)).expect("submit");
+        let (intake, producer) =
+            submit_in_thread(pool.submitter(), Probe::new(3, &ledger), via_submit);
+        let (report_tx, report_rx) = mpsc::channel();
+        let drainer = {
+            let pool = Arc::clone(&pool);
+            thread::spawn(move || report_tx.send(pool.stop()).expect("test alive"))
+        };
+        assert_eq!(
+            intake.recv_timeout(common::LIMIT).expect("woken"),
+            Err((true, 3))
+        );
+        producer.join().expect("producer");
+        assert!(
+            report_rx.recv_timeout(STILL_BLOCKED).is_err(),
+            "drain ended early"
+        );
+
+        let now = pool.stop_now().expect("stop_now");
+        assert!(now.is_clean() && now.total() == 0, "{now:?}");
+        // stop_now waited for the drain it escalated to finish its report.
+        let stats = pool.stats();
+        assert_eq!(
+            stats.unrun(),
+            2,
+            "stop_now returned before the drain: {stats:?}"
+        );
+        assert_eq!(stats.finished(), stats.accepted());
+        let drained = report_rx
+            .recv_timeout(common::LIMIT)
+            .expect("drain did not return")
+            .expect("stop");
+        drainer.join().expect("drainer");
+        assert_eq!(drained.succeeded, 1);
+        let (_, _, unrun) = ids_of(&drained);
+        assert_eq!(
+            unrun,
+            vec![1, 2],
+            "the draining call receives the unrun jobs"
+        );
+        assert_eq!((ledger.runs(1), ledger.runs(2)), (0, 0));
+    });
+}
+
+#[test]
 fn dropping_the_pool_drains_it() {
     guarded(|| {
         let ledger = Ledger::new(21);
