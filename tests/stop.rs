@@ -654,6 +654,98 @@ fn dropping_the_pool_drains_it() {
     });
 }
 
+/// Captures what a `tracing` subscriber writes.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("log buffer").extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Runs `f` with a `warn`-level subscriber on this thread; returns the log.
+fn warnings_of(f: impl FnOnce()) -> String {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::WARN)
+        .finish();
+    tracing::subscriber::with_default(subscriber, f);
+    let bytes = captured.0.lock().expect("log buffer").clone();
+    String::from_utf8(bytes).expect("utf-8 log")
+}
+
+#[test]
+fn dropping_a_pool_with_failures_logs_the_report_at_warn() {
+    guarded(|| {
+        let ledger = Ledger::new(5);
+        let pool = pool(1, 8);
+        for id in 0..5 {
+            let action = if id < 2 {
+                Action::Fail
+            } else {
+                Action::Succeed
+            };
+            pool.submit(Probe::new(id, &ledger).action(action))
+                .expect("submit");
+        }
+        let log = warnings_of(move || drop(pool));
+        assert!(log.contains("WARN"), "no warning logged: {log:?}");
+        assert!(log.contains("failed=2"), "{log:?}");
+        assert!(log.contains("succeeded=3"), "{log:?}");
+        // The failed jobs went down with the pool.
+        for id in 0..5 {
+            assert_eq!((ledger.runs(id), ledger.drops(id)), (1, 1), "job {id}");
+        }
+
+        // A clean drop has nothing to warn about.
+        let clean = pool_with_one_success();
+        let log = warnings_of(move || drop(clean));
+        assert!(log.is_empty(), "a clean drop warned: {log:?}");
+    });
+}
+
+fn pool_with_one_success() -> Pool<Probe> {
+    let pool = pool(1, 8);
+    pool.submit(Probe::new(0, &Ledger::new(1))).expect("submit");
+    pool
+}
+
+#[test]
+fn a_cancelled_job_counts_by_what_it_returns() {
+    guarded(|| {
+        let pool: Pool<FnJob> = Pool::builder().workers(2).build().expect("build");
+        let started = Arrivals::new();
+        for fail in [false, true] {
+            let started = Arc::clone(&started);
+            pool.submit(FnJob::fallible(move |ctx: &Context| {
+                started.arrive();
+                assert!(ctx.wait_cancelled(common::LIMIT), "never cancelled");
+                if fail {
+                    Err("gave up on cancel")
+                } else {
+                    Ok(())
+                }
+            }))
+            .expect("submit");
+        }
+        started.wait_for(2);
+        let report = pool.stop_now().expect("stop_now");
+        assert_eq!(report.succeeded, 1, "{report:?}");
+        assert_eq!(report.failed.len(), 1, "{report:?}");
+        assert_eq!(report.failed[0].error.to_string(), "gave up on cancel");
+        assert!(report.unrun.is_empty() && report.abandoned.is_empty());
+    });
+}
+
 #[test]
 fn submits_after_stop_are_refused_with_the_job_back() {
     guarded(|| {
