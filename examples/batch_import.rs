@@ -164,7 +164,7 @@ fn run(args: Args, bar: &ProgressBar) -> Result<ExitCode, Box<dyn Error>> {
 fn progress_bar() -> ProgressBar {
     let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
     let style = ProgressStyle::with_template(
-        "{spinner} {elapsed_precise} [{wide_bar}] {pos}/{len} ({per_sec}, eta {eta})\n  {msg}",
+        "{spinner} {elapsed_precise} [{wide_bar}] {human_pos}/{human_len} (eta {eta})\n  {msg}",
     )
     .unwrap_or_else(|_| ProgressStyle::default_bar())
     .progress_chars("=> ");
@@ -214,10 +214,14 @@ impl Observer for Progress {
 
     fn tick(&self, stats: &Stats) {
         self.bar.set_position(stats.finished());
+        let oldest_urgent = stats
+            .oldest_wait(Priority::Urgent)
+            .map_or_else(String::new, |wait| format!(" (oldest {})", millis(wait)));
         self.bar.set_message(format!(
-            "ok {}  failed {}  queued: urgent {}/{}, normal {}/{}  busy workers {}/{}",
-            stats.succeeded(),
-            stats.failed() + stats.panicked(),
+            "{} records/s  |  ok {}, rejected or failed {}  |  queued: urgent {}/{}{oldest_urgent}, normal {}/{}  |  busy workers {}/{}",
+            thousands(self.bar.per_sec().round() as u64),
+            thousands(stats.succeeded()),
+            thousands(stats.failed() + stats.panicked()),
             stats.queued(Priority::Urgent),
             stats.capacity(Priority::Urgent),
             stats.queued(Priority::Normal),
@@ -275,13 +279,16 @@ fn print_summary(config: &ImportConfig, s: &Summary) {
         s.read,
         &format_args!("ledger balanced: {}", check(s.is_balanced())),
     );
+    row(
+        "adverse events",
+        s.adverse_events,
+        &format_args!("alerts written: {}", thousands(s.alerts_written)),
+    );
     println!();
     println!(
-        "  adverse events {:>9}  alerts written: {}",
-        thousands(s.adverse_events),
-        thousands(s.alerts_written)
+        "  {:<16} {:>9}  {:>9} {:>9} {:>9}",
+        "queue wait", "jobs", "p50", "p99", "max"
     );
-    println!("  queue wait (submit to start)     p50        p99        max");
     latency_row("urgent lane", &s.urgent_wait);
     latency_row("normal lane", &s.normal_wait);
     println!();
@@ -309,10 +316,11 @@ fn print_summary(config: &ImportConfig, s: &Summary) {
     }
 }
 
-/// One line of the latency table.
+/// One line of the latency table: how long jobs of a lane waited from
+/// submit to the start of their run.
 fn latency_row(lane: &str, latency: &Latency) {
     println!(
-        "    {lane:<14} {:>9} jobs {:>10} {:>10} {:>10}",
+        "  {lane:<16} {:>9}  {:>9} {:>9} {:>9}",
         thousands(latency.count as u64),
         millis(latency.p50),
         millis(latency.p99),

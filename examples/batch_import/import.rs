@@ -193,12 +193,9 @@ pub(crate) struct Summary {
     pub(crate) failed: u64,
     /// Records the pool handed back unrun at a stop, in the resume file.
     pub(crate) unrun: u64,
-    /// Records read but not submitted because of a stop, in the resume
-    /// file (with everything after them).
+    /// Records never submitted because of a stop (the one refused at the
+    /// stop, and the rest of the input, copied unread), in the resume file.
     pub(crate) not_submitted: u64,
-    /// Records after the stop point copied to the resume file unread by the
-    /// pool (counted in `not_submitted` and `read`).
-    pub(crate) copied_unread: u64,
     /// Adverse-event records the pool accepted (the urgent lane).
     pub(crate) adverse_events: u64,
     /// Adverse events written with their alert.
@@ -357,6 +354,14 @@ pub(crate) fn run(
     observer: &dyn Observer,
 ) -> Result<Summary, ImportError> {
     let started = Instant::now();
+    for output in [&config.rejects, &config.resume] {
+        if same_file(&config.input, output) {
+            return Err(ImportError::OutputIsInput {
+                path: output.clone(),
+            });
+        }
+    }
+    let mut input = Input::open(&config.input, config.max_records)?;
     let db = DbSettings {
         path: config.database.clone(),
         busy_timeout: config.busy_timeout,
@@ -365,28 +370,7 @@ pub(crate) fn run(
         path: config.database.clone(),
         source,
     };
-    let input_error = |source| ImportError::Input {
-        path: config.input.clone(),
-        source,
-    };
-    for output in [&config.rejects, &config.resume] {
-        if same_file(&config.input, output) {
-            return Err(ImportError::OutputIsInput {
-                path: output.clone(),
-            });
-        }
-    }
     let before = store::prepare(&db).map_err(db_error)?;
-    let records = count_records(&config.input, config.max_records).map_err(input_error)?;
-    let mut reader = csv::ReaderBuilder::new()
-        .flexible(true) // a short row is the job's to reject, not the reader's
-        .from_path(&config.input)
-        .map_err(input_error)?;
-    let headers = reader.byte_headers().map_err(input_error)?.clone();
-    let ae_term = column_index(&headers, &config.input, "ae_term")?;
-    for column in record::COLUMNS {
-        column_index(&headers, &config.input, column)?;
-    }
 
     let pool: Pool<ImportJob> = Pool::builder()
         .workers(config.workers)
@@ -398,7 +382,7 @@ pub(crate) fn run(
     let threads = pool.stats().workers() + pool.stats().reserved_urgent_workers();
     let shared = Arc::new(JobShared {
         import: NEXT_IMPORT.fetch_add(1, Ordering::Relaxed),
-        headers: headers.clone(),
+        headers: input.headers.clone(),
         db: db.clone(),
         retry: config.retry,
         waits: QueueWaits::new(threads),
@@ -406,26 +390,140 @@ pub(crate) fn run(
     tracing::info!(
         input = %config.input.display(),
         database = %config.database.display(),
-        records,
+        records = input.records,
         workers = config.workers,
         urgent_workers = config.urgent_workers,
         "import started"
     );
-    observer.started(records);
+    observer.started(input.records);
+    let (fed, report) = drive(&pool, &mut input, &shared, stop, observer)?;
+    let stats = pool.stats();
+    observer.finished(&stats);
 
-    let (fed, report) = thread::scope(|scope| {
-        let (done_tx, done_rx) = mpsc::channel::<()>();
-        let pool = &pool;
-        let monitor = scope.spawn(move || monitor(pool, stop, observer, done_rx));
-        let fed = feed(
-            pool,
-            &mut reader,
-            &shared,
+    let mut summary = Summary {
+        read: fed.read,
+        succeeded: report.succeeded,
+        rejected: 0,
+        failed: 0,
+        unrun: 0,
+        not_submitted: fed.refused.len() as u64,
+        adverse_events: fed.adverse_events,
+        alerts_written: fed.adverse_events,
+        stopped_early: fed.stopped_early || stop.is_requested(),
+        input_error: fed.input_error,
+        elapsed: Duration::ZERO,
+        urgent_wait: Latency::of(&shared.waits.sorted(Priority::Urgent)),
+        normal_wait: Latency::of(&shared.waits.sorted(Priority::Normal)),
+        pool: stats,
+        before,
+        after: before,
+    };
+    let (rejects, resume) = sort_leftovers(report, fed.refused, &mut summary);
+    // After a stop, the input not read yet goes to the resume file too
+    // (`--max-records` is a deliberate limit, not a stop).
+    let copy_rest = summary.stopped_early && summary.input_error.is_none();
+    // Write both files even if one fails: each holds records found nowhere
+    // else. The resume file first; it matters most.
+    let resumed = write_resume(&config.resume, &mut input, &resume, copy_rest);
+    let rejected = write_rejects(&config.rejects, &input.headers, &rejects);
+    let copied = resumed?;
+    rejected?;
+    summary.read += copied.records;
+    summary.not_submitted += copied.records;
+    if copied.error.is_some() {
+        summary.input_error = copied.error;
+    }
+    summary.after = store::counts(&db).map_err(db_error)?;
+    summary.elapsed = started.elapsed();
+    tracing::info!(
+        succeeded = summary.succeeded,
+        rejected = summary.rejected,
+        failed = summary.failed,
+        unrun = summary.unrun,
+        not_submitted = summary.not_submitted,
+        "import finished"
+    );
+    Ok(summary)
+}
+
+/// The input file, open and checked.
+#[derive(Debug)]
+struct Input {
+    /// Reads the records, positioned after the header.
+    reader: csv::Reader<File>,
+    /// The header row.
+    headers: csv::ByteRecord,
+    /// Index of the `ae_term` column, which decides a record's lane.
+    ae_term: usize,
+    /// Records the import will read if it runs to the end.
+    records: u64,
+    /// Records still to read (`--max-records`); `None`: no limit.
+    budget: Option<u64>,
+}
+
+impl Input {
+    /// Opens `path`, checks its header has every column of
+    /// [`record::COLUMNS`], and counts its records (at most `max`).
+    fn open(path: &Path, max: Option<u64>) -> Result<Input, ImportError> {
+        let input_error = |source| ImportError::Input {
+            path: path.to_owned(),
+            source,
+        };
+        let records = count_records(path, max).map_err(input_error)?;
+        let mut reader = csv::ReaderBuilder::new()
+            .flexible(true) // a short row is the job's to reject, not the reader's
+            .from_path(path)
+            .map_err(input_error)?;
+        let headers = reader.byte_headers().map_err(input_error)?.clone();
+        let column_index = |column: &'static str| {
+            headers
+                .iter()
+                .position(|name| name == column.as_bytes())
+                .ok_or_else(|| ImportError::MissingColumn {
+                    path: path.to_owned(),
+                    column,
+                })
+        };
+        for column in record::COLUMNS {
+            column_index(column)?;
+        }
+        let ae_term = column_index("ae_term")?;
+        Ok(Input {
+            reader,
+            headers,
             ae_term,
-            config.max_records,
-            stop,
-            observer,
-        );
+            records,
+            budget: max,
+        })
+    }
+
+    /// The next record, within the budget; `Ok(false)` at the end.
+    fn read(&mut self, record: &mut csv::ByteRecord) -> csv::Result<bool> {
+        if self.budget == Some(0) {
+            return Ok(false);
+        }
+        let more = self.reader.read_byte_record(record)?;
+        if more {
+            self.budget = self.budget.map(|budget| budget - 1);
+        }
+        Ok(more)
+    }
+}
+
+/// Feeds the pool from the input and stops it: drains it at the end of the
+/// input, or hands the queue back at a stop request. Returns what the
+/// reading loop did and the pool's report.
+fn drive(
+    pool: &Pool<ImportJob>,
+    input: &mut Input,
+    shared: &Arc<JobShared>,
+    stop: &StopSignal,
+    observer: &dyn Observer,
+) -> Result<(Fed, StopReport<ImportJob>), ImportError> {
+    thread::scope(|scope| {
+        let (done_tx, done_rx) = mpsc::channel::<()>();
+        let monitor = scope.spawn(move || monitor(pool, stop, observer, done_rx));
+        let fed = feed(pool, input, shared, stop, observer);
         let report = if fed.stopped_early {
             pool.stop_now()
         } else {
@@ -442,66 +540,16 @@ pub(crate) fn run(
         if let Some(other) = escalated {
             merge(&mut report, other?);
         }
-        Ok::<_, ImportError>((fed, report))
-    })?;
-    let stats = pool.stats();
-    observer.finished(&stats);
-
-    let mut summary = Summary {
-        read: fed.read,
-        succeeded: report.succeeded,
-        rejected: 0,
-        failed: 0,
-        unrun: 0,
-        not_submitted: fed.refused.len() as u64,
-        copied_unread: 0,
-        adverse_events: fed.adverse_events,
-        alerts_written: fed.adverse_events,
-        stopped_early: fed.stopped_early || stop.is_requested(),
-        input_error: fed.input_error,
-        elapsed: Duration::ZERO,
-        urgent_wait: Latency::of(&shared.waits.sorted(Priority::Urgent)),
-        normal_wait: Latency::of(&shared.waits.sorted(Priority::Normal)),
-        pool: stats,
-        before,
-        after: before,
-    };
-    let (rejects, mut resume) = sort_leftovers(report, fed.refused, &mut summary);
-    write_rejects(&config.rejects, &headers, &rejects)?;
-    // Only a stop leaves input unread; `--max-records` is a deliberate limit.
-    let rest = if summary.stopped_early {
-        Some((
-            &mut reader,
-            config.max_records.map(|max| max.saturating_sub(fed.read)),
-        ))
-    } else {
-        None
-    };
-    let copied = write_resume(&config.resume, &headers, &mut resume, rest, &mut summary)?;
-    summary.read += copied;
-    summary.not_submitted += copied;
-    summary.copied_unread = copied;
-    summary.after = store::counts(&db).map_err(db_error)?;
-    summary.elapsed = started.elapsed();
-    tracing::info!(
-        succeeded = summary.succeeded,
-        rejected = summary.rejected,
-        failed = summary.failed,
-        unrun = summary.unrun,
-        not_submitted = summary.not_submitted,
-        "import finished"
-    );
-    Ok(summary)
+        Ok((fed, report))
+    })
 }
 
 /// The reading loop: one job per record, until the input ends, the record
 /// budget is spent, or a stop is requested.
 fn feed(
     pool: &Pool<ImportJob>,
-    reader: &mut csv::Reader<File>,
+    input: &mut Input,
     shared: &Arc<JobShared>,
-    ae_term: usize,
-    max_records: Option<u64>,
     stop: &StopSignal,
     observer: &dyn Observer,
 ) -> Fed {
@@ -512,10 +560,7 @@ fn feed(
             fed.stopped_early = true;
             break;
         }
-        if max_records.is_some_and(|max| fed.read >= max) {
-            break;
-        }
-        match reader.read_byte_record(&mut record) {
+        match input.read(&mut record) {
             Ok(true) => fed.read += 1,
             Ok(false) => break,
             Err(e) => {
@@ -525,7 +570,7 @@ fn feed(
             }
         }
         let line = record.position().map_or(0, csv::Position::line);
-        let lane = if record::is_adverse_event(&record, ae_term) {
+        let lane = if record::is_adverse_event(&record, input.ae_term) {
             Priority::Urgent
         } else {
             Priority::Normal
@@ -695,16 +740,23 @@ fn write_rejects(
     writer.flush().map_err(|e| output_error(e.into()))
 }
 
+/// What [`write_resume`] copied from the unread input.
+#[derive(Debug, Default)]
+struct Copied {
+    /// Records copied.
+    records: u64,
+    /// Why the copy stopped before the end of the input, if it did.
+    error: Option<String>,
+}
+
 /// Writes the resume file in the input's format: `resume` (already sorted),
-/// then, after a stop, the input not read yet (up to `budget` records).
-/// Returns how many unread records it copied.
+/// then, if `copy_rest`, the input not read yet (within its budget).
 fn write_resume(
     path: &Path,
-    headers: &csv::ByteRecord,
-    resume: &mut [Leftover],
-    rest: Option<(&mut csv::Reader<File>, Option<u64>)>,
-    summary: &mut Summary,
-) -> Result<u64, ImportError> {
+    input: &mut Input,
+    resume: &[Leftover],
+    copy_rest: bool,
+) -> Result<Copied, ImportError> {
     let output_error = |source| ImportError::Output {
         path: path.to_owned(),
         records: resume.len(),
@@ -714,32 +766,43 @@ fn write_resume(
         .flexible(true)
         .from_path(path)
         .map_err(output_error)?;
-    writer.write_byte_record(headers).map_err(output_error)?;
-    for leftover in resume.iter() {
+    writer
+        .write_byte_record(&input.headers)
+        .map_err(output_error)?;
+    for leftover in resume {
         writer
             .write_byte_record(&leftover.record)
             .map_err(output_error)?;
     }
-    let mut copied = 0;
-    if let Some((reader, budget)) = rest {
-        let mut record = csv::ByteRecord::new();
-        while budget.map_or(true, |budget| copied < budget) {
-            match reader.read_byte_record(&mut record) {
-                Ok(true) => {
-                    writer.write_byte_record(&record).map_err(output_error)?;
-                    copied += 1;
-                }
-                Ok(false) => break,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot copy the rest of the input to the resume file");
-                    summary.input_error = Some(e.to_string());
-                    break;
-                }
+    let copied = if copy_rest {
+        copy_unread(input, &mut writer).map_err(output_error)?
+    } else {
+        Copied::default()
+    };
+    writer.flush().map_err(|e| output_error(e.into()))?;
+    Ok(copied)
+}
+
+/// Copies the input not read yet (within its budget) to `writer`. A read
+/// error ends the copy and is reported in [`Copied::error`]; a write error
+/// is returned.
+fn copy_unread(input: &mut Input, writer: &mut csv::Writer<File>) -> csv::Result<Copied> {
+    let mut copied = Copied::default();
+    let mut record = csv::ByteRecord::new();
+    loop {
+        match input.read(&mut record) {
+            Ok(true) => {
+                writer.write_byte_record(&record)?;
+                copied.records += 1;
+            }
+            Ok(false) => return Ok(copied),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot copy the rest of the input to the resume file");
+                copied.error = Some(e.to_string());
+                return Ok(copied);
             }
         }
     }
-    writer.flush().map_err(|e| output_error(e.into()))?;
-    Ok(copied)
 }
 
 /// Counts the records of `path` (at most `max`), for the progress bar.
@@ -759,19 +822,4 @@ fn same_file(a: &Path, b: &Path) -> bool {
         (Ok(a), Ok(b)) => a == b,
         _ => false,
     }
-}
-
-/// Position of `column` in `headers`.
-fn column_index(
-    headers: &csv::ByteRecord,
-    path: &Path,
-    column: &'static str,
-) -> Result<usize, ImportError> {
-    headers
-        .iter()
-        .position(|name| name == column.as_bytes())
-        .ok_or_else(|| ImportError::MissingColumn {
-            path: path.to_owned(),
-            column,
-        })
 }
