@@ -13,8 +13,7 @@ use std::time::Duration;
 
 use common::{guarded, Action, Arrivals, Latch, Ledger, Probe};
 use triage_pool::{
-    Context, FnJob, Job, Pool, Priority, StopReport, SubmitError, SubmitTimeoutError, Submitter,
-    TrySubmitError,
+    Context, FnJob, Job, Pool, Priority, StopReport, SubmitError, Submitter, TrySubmitError,
 };
 
 /// Jobs the main thread submits.
@@ -40,6 +39,8 @@ struct Flood {
     fate: Vec<AtomicU8>,
     /// Next free id.
     next: AtomicUsize,
+    /// `submit` / `submit_to` calls (not `try_submit`) refused as full.
+    submit_full: AtomicUsize,
     /// The pool the jobs submit to.
     tx: Submitter<FnJob>,
 }
@@ -50,6 +51,7 @@ impl Flood {
             ledger: Ledger::new(MAX_IDS),
             fate: (0..MAX_IDS).map(|_| AtomicU8::new(NONE)).collect(),
             next: AtomicUsize::new(0),
+            submit_full: AtomicUsize::new(0),
             tx,
         })
     }
@@ -74,9 +76,9 @@ impl Flood {
     }
 
     /// Job `id` at `depth`: runs its probe (every 7th fails), then submits
-    /// `FANOUT` follow-ups to its own pool — each lane in turn, with
-    /// `submit`, `try_submit` and a short `submit_timeout` in turn — and
-    /// files what each submit returned.
+    /// `FANOUT` follow-ups to its own pool — each lane in turn, mostly with
+    /// `submit` / `submit_to` (which must refuse rather than block on a full
+    /// lane), some with `try_submit` — and files what each submit returned.
     fn job(self: &Arc<Flood>, id: usize, depth: usize) -> FnJob {
         let flood = Arc::clone(self);
         let action = if id % 7 == 3 {
@@ -100,24 +102,26 @@ impl Flood {
         .with_priority(Priority::ALL[id % 3])
     }
 
-    /// Submits follow-up `id` from a worker; never blocks for long.
+    /// Submits follow-up `id` from a worker; must never block.
     fn submit_follow_up(&self, id: usize, job: FnJob) -> u8 {
-        let (fate, back) = match id % 3 {
-            0 => match self.tx.submit(job) {
-                Ok(()) => (ACCEPTED, None),
-                Err(SubmitError::Full(job)) => (REFUSED_FULL, Some(job)),
-                Err(SubmitError::Stopped(job)) => (REFUSED_STOPPED, Some(job)),
-            },
-            1 => match self.tx.try_submit(job) {
-                Ok(()) => (ACCEPTED, None),
-                Err(TrySubmitError::Full(job)) => (REFUSED_FULL, Some(job)),
-                Err(TrySubmitError::Stopped(job)) => (REFUSED_STOPPED, Some(job)),
-            },
-            _ => match self.tx.submit_timeout(job, Duration::from_micros(50)) {
-                Ok(()) => (ACCEPTED, None),
-                Err(SubmitTimeoutError::Timeout(job)) => (REFUSED_FULL, Some(job)),
-                Err(SubmitTimeoutError::Stopped(job)) => (REFUSED_STOPPED, Some(job)),
-            },
+        let submitted = match id % 4 {
+            // The re-entrant case that must not block: `submit` from a worker.
+            0 | 1 => self.tx.submit(job),
+            2 => self.tx.submit_to(Priority::ALL[(id / 4) % 3], job),
+            _ => self.tx.try_submit(job).map_err(|e| match e {
+                TrySubmitError::Full(job) => SubmitError::Full(job),
+                TrySubmitError::Stopped(job) => SubmitError::Stopped(job),
+            }),
+        };
+        let (fate, back) = match submitted {
+            Ok(()) => (ACCEPTED, None),
+            Err(SubmitError::Full(job)) => {
+                if id % 4 != 3 {
+                    self.submit_full.fetch_add(1, Ordering::SeqCst);
+                }
+                (REFUSED_FULL, Some(job))
+            }
+            Err(SubmitError::Stopped(job)) => (REFUSED_STOPPED, Some(job)),
         };
         if let Some(job) = back {
             assert!(!job.is_spent(), "a refused follow-up came back spent");
@@ -169,7 +173,10 @@ fn flood_then(end: Final) {
         let full = flood.count(REFUSED_FULL);
         let stopped = flood.count(REFUSED_STOPPED);
         assert_eq!(accepted + full + stopped, used, "an id with no fate");
-        assert!(full > 0, "the flood never hit a full lane");
+        assert!(
+            flood.submit_full.load(Ordering::SeqCst) > 0,
+            "no worker's submit met a full lane: the flood tested nothing"
+        );
 
         assert!(report.panicked.is_empty(), "{report:?}");
         if matches!(end, Final::Stop) {
