@@ -29,48 +29,60 @@ use triage_pool::{Priority, Stats};
 
 use crate::import::{generate, ImportConfig, Latency, Observer, StopSignal, Summary};
 
-/// Import clinical visit records (CSV) into a SQLite database with a
-/// triage-pool: adverse events jump the queue, malformed rows are rejected
-/// with a reason, and nothing is lost on Ctrl-C.
+/// Import clinical visit records (CSV) into SQLite on a triage-pool:
+/// adverse events jump the queue, malformed rows are rejected with a reason,
+/// and nothing is lost on Ctrl-C.
 ///
 /// Without INPUT, a realistic file of 200,000 records (seeded, with some
-/// malformed rows and ~1 % adverse events) is generated first. The database,
-/// the rejects file and the resume file go to --out-dir (by default a new
-/// temporary directory, kept after the run so you can look at them).
+/// malformed rows and about 1 % adverse events) is generated first. The
+/// database, rejects.csv (bad rows with the reason) and resume.csv (rows
+/// still to import, in the input's format) go to --out-dir: by default a new
+/// temporary directory, kept after the run so you can look at them.
 ///
-/// Log level: RUST_LOG (default "info"), e.g. RUST_LOG=debug.
+/// The input's header must name these columns, in any order: record_id,
+/// subject_id, site_id, visit_code, visit_date, age, sex, weight_kg,
+/// systolic_bp, diastolic_bp, heart_rate, temperature_c, ae_term,
+/// ae_severity.
+///
+/// Exit status: 0 when every record was imported or rejected, 2 when some
+/// are left in resume.csv (Ctrl-C, database errors), 1 on errors.
+/// Log level: RUST_LOG (default "info"), for example RUST_LOG=debug.
 #[derive(Debug, Parser)]
-#[command(version, about, long_about)]
+#[command(
+    version,
+    after_help = "Examples:\n  \
+        batch_import\n  \
+        batch_import visits.csv --db visits.sqlite --out-dir import-out\n  \
+        batch_import out/resume.csv --db out/visits.sqlite --out-dir out-2"
+)]
 struct Args {
-    /// CSV file to import (header: record_id,subject_id,site_id,visit_code,
-    /// visit_date,age,sex,weight_kg,systolic_bp,diastolic_bp,heart_rate,
-    /// temperature_c,ae_term,ae_severity). Default: generate one.
+    /// CSV file of visit records to import [default: generate one].
     input: Option<PathBuf>,
 
     /// Worker threads writing to the database [default: one per core].
-    #[arg(short, long)]
+    #[arg(short, long, value_name = "N")]
     workers: Option<usize>,
 
     /// Extra worker threads that only take adverse events.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, value_name = "N", default_value_t = 1)]
     urgent_workers: usize,
 
-    /// SQLite database to import into (created if missing; existing rows
-    /// are kept) [default: visits.sqlite in --out-dir].
-    #[arg(long)]
+    /// SQLite database to import into; created if missing, existing rows
+    /// are kept [default: visits.sqlite in --out-dir].
+    #[arg(long, value_name = "FILE")]
     db: Option<PathBuf>,
 
     /// Import at most this many records.
-    #[arg(long)]
+    #[arg(long, value_name = "N")]
     max_records: Option<u64>,
 
     /// Directory for the database, rejects.csv and resume.csv (and the
     /// generated input) [default: a new temporary directory].
-    #[arg(long)]
+    #[arg(long, value_name = "DIR")]
     out_dir: Option<PathBuf>,
 
     /// Records to generate when no INPUT is given.
-    #[arg(long, default_value_t = 200_000)]
+    #[arg(long, value_name = "N", default_value_t = 200_000)]
     generate: usize,
 
     /// Seed of the generated file (the same seed gives the same file).

@@ -362,6 +362,14 @@ pub(crate) fn run(
         }
     }
     let mut input = Input::open(&config.input, config.max_records)?;
+    // Built before the database is touched, so a bad setting changes nothing.
+    let pool: Pool<ImportJob> = Pool::builder()
+        .workers(config.workers)
+        .reserved_urgent_workers(config.urgent_workers)
+        .capacity(Priority::Urgent, URGENT_CAPACITY)
+        .capacity(Priority::Normal, NORMAL_CAPACITY)
+        .thread_name("importer")
+        .build()?;
     let db = DbSettings {
         path: config.database.clone(),
         busy_timeout: config.busy_timeout,
@@ -371,14 +379,6 @@ pub(crate) fn run(
         source,
     };
     let before = store::prepare(&db).map_err(db_error)?;
-
-    let pool: Pool<ImportJob> = Pool::builder()
-        .workers(config.workers)
-        .reserved_urgent_workers(config.urgent_workers)
-        .capacity(Priority::Urgent, URGENT_CAPACITY)
-        .capacity(Priority::Normal, NORMAL_CAPACITY)
-        .thread_name("importer")
-        .build()?;
     let threads = pool.stats().workers() + pool.stats().reserved_urgent_workers();
     let shared = Arc::new(JobShared {
         import: NEXT_IMPORT.fetch_add(1, Ordering::Relaxed),

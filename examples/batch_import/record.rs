@@ -179,7 +179,7 @@ impl fmt::Display for Invalid {
                 value,
                 min,
                 max,
-            } => write!(f, "{column}: {value} is outside {min}..={max}"),
+            } => write!(f, "{column}: {value} is outside {min} to {max}"),
             Invalid::UnknownCode { column, value } => write!(f, "{column}: unknown code {value:?}"),
             Invalid::BadDate { value } => {
                 write!(f, "visit_date: {value:?} is not a YYYY-MM-DD date")
