@@ -289,8 +289,10 @@ impl<J: Job> Submitter<J> {
     /// A zero `timeout` only tries once (like [`try_submit`](Self::try_submit),
     /// but a full lane reports [`SubmitTimeoutError::Timeout`]). A timeout too
     /// large to add to the current time (such as `Duration::MAX`) waits like
-    /// [`submit`](Self::submit). Unlike `submit`, it waits on worker threads
-    /// too: the wait is bounded, so it cannot deadlock.
+    /// [`submit`](Self::submit), without a deadline — except on this pool's
+    /// own worker threads, where a full lane is refused at once with
+    /// `Timeout`, as `submit` refuses it. Any finite timeout waits on worker
+    /// threads too: the wait is bounded, so it cannot deadlock.
     ///
     /// # Errors
     ///
@@ -337,10 +339,12 @@ impl<J: Job> Submitter<J> {
         job: J,
         timeout: Duration,
     ) -> Result<(), SubmitTimeoutError<J>> {
-        let wait = if timeout.is_zero() {
-            Wait::Never
-        } else {
-            Wait::Until(Instant::now().checked_add(timeout))
+        let wait = match Instant::now().checked_add(timeout) {
+            _ if timeout.is_zero() => Wait::Never,
+            Some(deadline) => Wait::Until(Some(deadline)),
+            // No deadline: like `submit`, never wait on our own worker.
+            None if worker::on_worker_of(self.shared.id) => Wait::Never,
+            None => Wait::Until(None),
         };
         self.push(lane, job, wait).map_err(|refused| match refused {
             Refused::Full(job) | Refused::Timeout(job) => SubmitTimeoutError::Timeout(job),

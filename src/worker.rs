@@ -112,6 +112,8 @@ fn run<J: Job>(shared: &Shared<J>, index: usize, mut picker: Picker, role: Role)
             .is_err();
         if abandoned {
             late_outcome(shared.id, index, lane, job, outcome);
+            // No longer running anything: `Stats::busy` stops counting it.
+            slot.state.store(IDLE, Ordering::Release);
             break;
         }
         record(shared, slot, index, lane, job, outcome);

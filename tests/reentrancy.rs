@@ -120,10 +120,6 @@ fn a_job_submitting_to_its_own_full_lane_gets_full_instead_of_blocking() {
 }
 
 #[test]
-#[ignore = "BUG: on a worker thread, submit_timeout(job, Duration::MAX) to the job's own \
-            full lane blocks until another thread stops the pool, instead of being \
-            refused like submit (src/pool.rs:340-344: an overflowing deadline becomes \
-            Wait::Until(None) without the on_worker_of check submit_to makes)"]
 fn a_job_submitting_with_an_unbounded_timeout_to_its_own_full_lane_is_not_blocked() {
     guarded(|| {
         let pool: Pool<FnJob> = Pool::builder()

@@ -261,9 +261,6 @@ fn queued_tracks_each_lane_while_workers_are_blocked() {
 }
 
 #[test]
-#[ignore = "BUG: a worker whose job a stop_timeout abandoned stays `busy` forever, \
-            even after the job ended and a later stop joined the thread \
-            (src/worker.rs:113-115 leaves the slot ABANDONED; src/stats.rs:307 counts it)"]
 fn busy_drops_to_zero_once_an_abandoned_job_ends() {
     guarded(|| {
         let ledger = Ledger::new(1);
