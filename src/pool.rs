@@ -352,6 +352,50 @@ impl<J: Job> Submitter<J> {
         })
     }
 
+    /// Takes the jobs that failed so far (with their errors), leaving the
+    /// pool running. Each failed job is handed back exactly once: by this
+    /// method, or — if still here when the pool stops — in
+    /// [`StopReport::failed`]. Call it now and then during a long run to
+    /// write dead letters as they happen and keep their memory bounded.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use triage_pool::{FnJob, Pool};
+    ///
+    /// let pool: Pool<FnJob> = Pool::builder().workers(1).build()?;
+    /// pool.submit(FnJob::fallible(|_| Err("bad row")))?;
+    /// let mut failed = Vec::new();
+    /// while failed.is_empty() {
+    ///     failed.extend(pool.take_failed());
+    ///     std::thread::yield_now();
+    /// }
+    /// assert_eq!(failed[0].error.to_string(), "bad row");
+    /// assert!(pool.stop()?.failed.is_empty()); // already taken
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn take_failed(&self) -> Vec<Failed<J>> {
+        std::mem::take(&mut *self.shared.failed.lock())
+    }
+
+    /// Takes the jobs that panicked so far (with their messages), leaving
+    /// the pool running; like [`take_failed`](Self::take_failed), each is
+    /// handed back exactly once, here or in [`StopReport::panicked`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use triage_pool::{FnJob, Pool};
+    ///
+    /// let pool: Pool<FnJob> = Pool::builder().workers(1).build()?;
+    /// assert!(pool.take_panicked().is_empty());
+    /// pool.stop()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn take_panicked(&self) -> Vec<Panicked<J>> {
+        std::mem::take(&mut *self.shared.panicked.lock())
+    }
+
     /// Whether the pool has begun to stop: from then on every submit is
     /// refused with its job handed back.
     ///
@@ -849,8 +893,8 @@ impl<J: Job> Pool<J> {
                 .iter()
                 .map(|slot| slot.succeeded.load(Ordering::Acquire))
                 .sum(),
-            failed: std::mem::take(&mut *shared.failed.lock()),
-            panicked: std::mem::take(&mut *shared.panicked.lock()),
+            failed: self.take_failed(),
+            panicked: self.take_panicked(),
             unrun,
             abandoned,
         }

@@ -134,7 +134,10 @@ pub struct Abandoned {
 ///
 /// The counts cover the whole life of the pool, so the ledger balances:
 /// `accepted = succeeded + failed + panicked + unrun + abandoned`, where
-/// `accepted` is [`Stats::accepted`](crate::Stats::accepted) at the end.
+/// `accepted` is [`Stats::accepted`](crate::Stats::accepted) at the end
+/// (jobs taken earlier with [`take_failed`](crate::Submitter::take_failed)
+/// or [`take_panicked`](crate::Submitter::take_panicked) count in the
+/// [`Stats`](crate::Stats) but are not in the report again).
 ///
 /// `unrun` is in lane order (`Urgent` first) and, within a lane, in the
 /// order the jobs were accepted, so a resume file written from it keeps the
@@ -165,9 +168,11 @@ pub struct StopReport<J: Job> {
     /// How many jobs succeeded over the pool's life (they were dropped after
     /// running).
     pub succeeded: u64,
-    /// Jobs whose `run` returned `Err`, with their errors.
+    /// Jobs whose `run` returned `Err`, with their errors (those not
+    /// already taken with [`take_failed`](crate::Submitter::take_failed)).
     pub failed: Vec<Failed<J>>,
-    /// Jobs whose `run` panicked, with their messages.
+    /// Jobs whose `run` panicked, with their messages (those not already
+    /// taken with [`take_panicked`](crate::Submitter::take_panicked)).
     pub panicked: Vec<Panicked<J>>,
     /// Jobs accepted but never run, in lane order then acceptance order.
     pub unrun: Vec<Unrun<J>>,
