@@ -439,7 +439,18 @@ fn bench_one(
     }
 }
 
+/// Whether this is a measuring run: `cargo bench` passes `--bench`; a
+/// `cargo test --benches` run (criterion's test mode: every routine once)
+/// does not, and `--list` / `--test` measure nothing.
+fn measuring() -> bool {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().any(|a| a == "--bench") && !args.iter().any(|a| a == "--list" || a == "--test")
+}
+
 fn rounds() -> usize {
+    if !measuring() {
+        return 1;
+    }
     std::env::var("TRIAGE_BENCH_ROUNDS")
         .ok()
         .and_then(|r| r.parse().ok())
@@ -451,11 +462,14 @@ fn throughput(c: &mut Criterion) {
     let iters_per_us = common::calibrate();
     let rounds = rounds();
     eprintln!("calibrated: {iters_per_us:.1} spin iterations per µs; {rounds} round(s)");
-    common::write_run_marker(&[
-        ("bench", "throughput".to_owned()),
-        ("rounds", rounds.to_string()),
-        ("iters_per_us", format!("{iters_per_us:.2}")),
-    ]);
+    // Only a measuring run may tell `bench_report` which results are current.
+    if measuring() {
+        common::write_run_marker(&[
+            ("bench", "throughput".to_owned()),
+            ("rounds", rounds.to_string()),
+            ("iters_per_us", format!("{iters_per_us:.2}")),
+        ]);
+    }
     for w in WORKLOADS {
         let iters = common::iters_for(iters_per_us, w.work_us);
         let mut group = c.benchmark_group(w.name);

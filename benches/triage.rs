@@ -229,11 +229,28 @@ fn format_duration(d: Duration) -> String {
     let micros = d.as_secs_f64() * 1e6;
     if micros < 10.0 {
         format!("{micros:.1} µs")
-    } else if micros < 10_000.0 {
+    } else if micros < 1_000.0 {
         format!("{micros:.0} µs")
-    } else {
+    } else if micros < 10_000.0 {
+        format!("{:.2} ms", micros / 1e3)
+    } else if micros < 1_000_000.0 {
         format!("{:.1} ms", micros / 1e3)
+    } else {
+        format!("{:.2} s", micros / 1e6)
     }
+}
+
+/// `100000` -> `100,000`.
+fn thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
 
 fn main() {
@@ -256,6 +273,8 @@ fn main() {
         }
     };
 
+    // Describe the host before the run adds its own load.
+    let host = common::host::describe();
     let iters_per_us = common::calibrate();
     let ten_us = common::iters_for(iters_per_us, 10.0);
     let ten_ms = common::iters_for(iters_per_us, 10_000.0);
@@ -269,7 +288,7 @@ fn main() {
     };
     let mut rows = Vec::new();
     for &(backlog, triage_trials, fifo_trials) in backlogs {
-        let scenario = format!("{backlog} × 10 µs");
+        let scenario = format!("{} × 10 µs", thousands(backlog));
         for subject in [
             Subject::Triage { reserved: 0 },
             Subject::Triage { reserved: 1 },
@@ -294,7 +313,7 @@ fn main() {
     let long_backlog = 100;
     for (reserved, trials) in [(0, 100), (1, 300)] {
         rows.push(Row {
-            scenario: format!("{long_backlog} × 10 ms"),
+            scenario: format!("{} × 10 ms", thousands(long_backlog)),
             backlog: long_backlog,
             subject: Subject::Triage { reserved },
             trials: scale(trials),
@@ -353,7 +372,7 @@ fn main() {
         pool.join();
     }
 
-    let table = render(&rows, iters_per_us, started.elapsed(), smoke, quick);
+    let table = render(&host, &rows, iters_per_us, started.elapsed(), smoke, quick);
     print!("{table}");
     if let Some(path) = out {
         match std::fs::write(&path, &table) {
@@ -364,12 +383,24 @@ fn main() {
 }
 
 /// The markdown the bench prints (and `bench_report` embeds).
-fn render(rows: &[Row], iters_per_us: f64, took: Duration, smoke: bool, quick: bool) -> String {
+fn render(
+    host: &[(&str, String)],
+    rows: &[Row],
+    iters_per_us: f64,
+    took: Duration,
+    smoke: bool,
+    quick: bool,
+) -> String {
     let mut s = String::new();
-    let info: Vec<String> = common::host::describe()
-        .into_iter()
-        .map(|(k, v)| format!("{k}: {v}"))
+    let mut info: Vec<String> = host
+        .iter()
+        .map(|(k, v)| match *k {
+            "loadavg" => format!("load average at start: {v}"),
+            "date" => format!("run started: {v}"),
+            _ => format!("{k}: {v}"),
+        })
         .collect();
+    info.push(format!("source: {}", common::source_version()));
     s.push_str(&format!(
         "<!-- triage-latency: produced by benches/triage.rs in one run -->\n\
          Host: {}. Spin calibration: {iters_per_us:.1} iterations/µs. \

@@ -222,38 +222,68 @@ fn find_benchmarks(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), Error> {
 // ---------------------------------------------------------------------------
 // Aggregation.
 
-/// The peers' display order and names; unknown peers follow, sorted.
-const PEERS: &[(&str, &str)] = &[
+/// The peers' display order, table labels and chart labels; unknown peers
+/// follow, sorted, under their criterion names.
+const PEERS: &[(&str, &str, &str)] = &[
     (
         "floor",
         "floor: std threads + one bounded crossbeam channel (1024), boxed closures",
+        "floor (bounded crossbeam channel)",
     ),
-    ("triage_generic", "triage-pool `Pool<J>` (generic job)"),
-    ("triage_fnjob", "triage-pool `Pool<FnJob>` (boxed closures)"),
-    ("triage_3lanes", "triage-pool `Pool<J>`, jobs over 3 lanes"),
-    ("threadpool", "`threadpool`"),
-    ("rusty_pool", "`rusty_pool`"),
-    ("rayon", "`rayon` (spawn + latch)"),
-    ("executors_channel", "`executors` crossbeam_channel_pool"),
+    (
+        "triage_generic",
+        "triage-pool `Pool<J>` (generic job)",
+        "triage-pool Pool<J>",
+    ),
+    (
+        "triage_fnjob",
+        "triage-pool `Pool<FnJob>` (boxed closures)",
+        "triage-pool Pool<FnJob>",
+    ),
+    (
+        "triage_3lanes",
+        "triage-pool `Pool<J>`, jobs over 3 lanes",
+        "triage-pool Pool<J>, 3 lanes",
+    ),
+    ("threadpool", "`threadpool`", "threadpool"),
+    ("rusty_pool", "`rusty_pool`", "rusty_pool"),
+    ("rayon", "`rayon` (spawn + latch)", "rayon (spawn + latch)"),
+    (
+        "executors_channel",
+        "`executors` crossbeam_channel_pool",
+        "executors channel pool",
+    ),
     (
         "executors_workstealing",
         "`executors` crossbeam_workstealing_pool",
+        "executors work-stealing pool",
     ),
-    ("inline", "inline: no pool, 1 thread (efficiency reference)"),
+    (
+        "inline",
+        "inline: no pool, 1 thread (efficiency reference)",
+        "inline (no pool)",
+    ),
 ];
 
 fn peer_rank(peer: &str) -> usize {
     PEERS
         .iter()
-        .position(|(key, _)| *key == peer)
+        .position(|(key, ..)| *key == peer)
         .unwrap_or(PEERS.len())
 }
 
 fn peer_label(peer: &str) -> String {
     PEERS
         .iter()
-        .find(|(key, _)| *key == peer)
-        .map_or_else(|| peer.to_owned(), |(_, label)| (*label).to_owned())
+        .find(|(key, ..)| *key == peer)
+        .map_or_else(|| peer.to_owned(), |(_, label, _)| (*label).to_owned())
+}
+
+fn peer_short_label(peer: &str) -> String {
+    PEERS
+        .iter()
+        .find(|(key, ..)| *key == peer)
+        .map_or_else(|| peer.to_owned(), |(.., short)| (*short).to_owned())
 }
 
 /// One peer on one workload, over all its rounds.
@@ -444,13 +474,14 @@ fn locked_versions() -> BTreeMap<String, String> {
 // ---------------------------------------------------------------------------
 // Output.
 
+/// A time per job with its unit: `55.9 ns`, `3130 ns`, `26.6 µs`.
 fn fmt_ns(ns: f64) -> String {
     if ns >= 10_000.0 {
         format!("{:.1} µs", ns / 1_000.0)
     } else if ns >= 100.0 {
-        format!("{ns:.0}")
+        format!("{ns:.0} ns")
     } else {
-        format!("{ns:.1}")
+        format!("{ns:.1} ns")
     }
 }
 
@@ -458,7 +489,8 @@ fn fmt_ratio(r: Option<f64>) -> String {
     r.map_or_else(|| "–".to_owned(), |r| format!("{r:.2}×"))
 }
 
-fn host_line(marker: &BTreeMap<String, String>) -> String {
+/// The run's host and date, from the run marker (or this machine now).
+fn host_parts(marker: &BTreeMap<String, String>) -> Vec<String> {
     let get = |k: &str| marker.get(k).cloned();
     let nproc = get("nproc").unwrap_or_else(|| host::nproc().to_string());
     let cpu = get("cpu").unwrap_or_else(host::cpu_model);
@@ -468,17 +500,40 @@ fn host_line(marker: &BTreeMap<String, String>) -> String {
             host::utc_date_time(host::unix_seconds())
         )
     });
-    let mut line = format!("nproc {nproc}, CPU {cpu}, run started {date}");
+    let mut parts = vec![
+        format!("nproc {nproc}"),
+        format!("CPU {cpu}"),
+        format!("run started {date}"),
+    ];
     if let Some(kernel) = get("kernel") {
-        let _ = write!(line, ", kernel {kernel}");
+        parts.push(format!("kernel {kernel}"));
     }
     if let Some(load) = get("loadavg") {
-        let _ = write!(line, ", load average at start {load}");
+        parts.push(format!("load average at start {load}"));
     }
     if let Some(source) = get("source") {
-        let _ = write!(line, ", source {source}");
+        parts.push(format!("source {source}"));
     }
-    line
+    parts
+}
+
+fn host_line(marker: &BTreeMap<String, String>) -> String {
+    host_parts(marker).join(", ")
+}
+
+/// `parts` joined with ", " into lines of at most `width` characters.
+fn wrap(parts: &[String], width: usize) -> Vec<String> {
+    let mut lines: Vec<String> = Vec::new();
+    for part in parts {
+        match lines.last_mut() {
+            Some(line) if line.chars().count() + 2 + part.chars().count() <= width => {
+                line.push_str(", ");
+                line.push_str(part);
+            }
+            _ => lines.push(part.clone()),
+        }
+    }
+    lines
 }
 
 const RERUN: &str = "\
@@ -534,7 +589,7 @@ fn render_markdown(
         "One measurement = submit every job and wait until all have run (each job counts \
          down one shared latch; pools are built outside the timed region and reused). \
          Each workload runs every peer once per round, odd rounds in reverse order. \
-         **ns/job** is the median over rounds of each round's median sample; **best** is the \
+         **time/job** is the median over rounds of each round's median sample; **best** is the \
          fastest sample of any round. **× floor** divides by the floor measured in the same \
          round (median over rounds), by median and by best sample. Lower is better. On a \
          shared, busy machine the best-sample ratio is the steadier of the two; the spread \
@@ -550,7 +605,9 @@ fn render_markdown(
             .iter()
             .find(|l| l.peer == "inline")
             .map(|l| l.median);
-        s.push_str("| pool | ns/job | × floor | best ns/job | × floor (best) | spread of rounds |");
+        s.push_str(
+            "| pool | time/job | × floor | best time/job | × floor (best) | spread of rounds |",
+        );
         if cpu && inline.is_some() {
             s.push_str(" efficiency |");
         }
@@ -585,7 +642,7 @@ fn render_markdown(
         if cpu && inline.is_some() {
             let _ = writeln!(
                 s,
-                "\nEfficiency = inline ns/job ÷ ({} workers × pool ns/job); 100% means the \
+                "\nEfficiency = inline time/job ÷ ({} workers × pool time/job); 100% means the \
                  workers never wait and the pool costs nothing.",
                 workers
             );
@@ -654,7 +711,8 @@ fn render_svg(marker: &BTreeMap<String, String>, workloads: &[Workload]) -> Stri
             )
         })
         .collect();
-    let top = 60.0;
+    let host_lines = wrap(&host_parts(marker), 120);
+    let top = 48.0 + 16.0 * host_lines.len() as f64;
     let height = top
         + panels
             .iter()
@@ -672,11 +730,14 @@ fn render_svg(marker: &BTreeMap<String, String>, workloads: &[Workload]) -> Stri
         s,
         r#"<text x="10" y="22" font-size="16" font-weight="bold">Time per job relative to the floor (fastest sample, log scale; lower is better)</text>"#
     );
-    let _ = writeln!(
-        s,
-        r##"<text x="10" y="42" fill="#555">{}</text>"##,
-        escape(&host_line(marker))
-    );
+    for (i, line) in host_lines.iter().enumerate() {
+        let _ = writeln!(
+            s,
+            r##"<text x="10" y="{}" fill="#555">{}</text>"##,
+            42 + 16 * i,
+            escape(line)
+        );
+    }
     let mut y = top;
     for (w, lines) in &panels {
         let _ = writeln!(
@@ -728,7 +789,7 @@ fn render_svg(marker: &BTreeMap<String, String>, workloads: &[Workload]) -> Stri
                 r#"<text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"#,
                 LABEL_W,
                 by + BAR_H - 4.0,
-                escape(&peer_label(&line.peer))
+                escape(&peer_short_label(&line.peer))
             );
             let x_end = x(ratio).max(plot_x0 + 1.0);
             let _ = writeln!(
@@ -738,7 +799,7 @@ fn render_svg(marker: &BTreeMap<String, String>, workloads: &[Workload]) -> Stri
             );
             let _ = writeln!(
                 s,
-                r#"<text x="{:.1}" y="{:.1}">{:.2}× ({} ns)</text>"#,
+                r#"<text x="{:.1}" y="{:.1}">{:.2}× ({})</text>"#,
                 x_end + 4.0,
                 by + BAR_H - 4.0,
                 ratio,
