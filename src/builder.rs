@@ -21,6 +21,7 @@ const DEFAULT_CAPACITY: [usize; 3] = [256, 1024, 1024];
 /// | [`workers`](Self::workers) | `num_cpus::get()` |
 /// | [`reserved_urgent_workers`](Self::reserved_urgent_workers) | 0 |
 /// | [`capacity`](Self::capacity) | `Urgent` 256, `Normal` 1024, `Bulk` 1024 |
+/// | [`low_water`](Self::low_water) | half of each lane's capacity |
 /// | [`starvation_bound`](Self::starvation_bound) | 32 |
 /// | [`thread_name`](Self::thread_name) | `"triage-pool"` |
 /// | [`stack_size`](Self::stack_size) | the platform's default |
@@ -49,6 +50,8 @@ pub struct Builder<J> {
     reserved: usize,
     /// Capacity per lane, indexed by `Priority::index`.
     capacity: [usize; 3],
+    /// Low-water mark per lane; `None` means half the capacity.
+    low_water: [Option<usize>; 3],
     /// Aging bound; `None` is strict priority.
     starvation_bound: Option<u32>,
     /// Thread name prefix.
@@ -68,6 +71,7 @@ impl<J> fmt::Debug for Builder<J> {
             .field("workers", &self.workers)
             .field("reserved_urgent_workers", &self.reserved)
             .field("capacity", &self.capacity)
+            .field("low_water", &self.low_water)
             .field("starvation_bound", &self.starvation_bound)
             .field("thread_name", &self.thread_name)
             .field("stack_size", &self.stack_size)
@@ -105,6 +109,7 @@ impl<J: Job> Builder<J> {
             workers: None,
             reserved: 0,
             capacity: DEFAULT_CAPACITY,
+            low_water: [None; 3],
             starvation_bound: Some(32),
             thread_name: "triage-pool".to_owned(),
             stack_size: None,
@@ -184,6 +189,40 @@ impl<J: Job> Builder<J> {
     #[must_use]
     pub fn capacity(mut self, lane: Priority, capacity: usize) -> Self {
         self.capacity[lane.index()] = capacity;
+        self
+    }
+
+    /// Sets the depth `lane` must drain to before producers blocked on it
+    /// (in [`submit`](crate::Submitter::submit) or
+    /// [`submit_timeout`](crate::Submitter::submit_timeout)) are woken.
+    ///
+    /// Waking a blocked producer for every freed slot makes producer and
+    /// workers hand the CPU back and forth through the scheduler once per
+    /// job; waking it once the lane has drained to the low-water mark lets
+    /// it refill many slots per wake-up, while the workers still have
+    /// `low_water` jobs queued. Defaults to half the lane's capacity; use
+    /// `capacity - 1` to wake producers as soon as one slot frees (lowest
+    /// producer latency, most wake-ups). Blocked producers are also woken
+    /// whenever the workers run out of work, and by a stop.
+    ///
+    /// A value not below the lane's capacity makes [`build`](Self::build)
+    /// fail.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use triage_pool::{FnJob, Pool, Priority};
+    ///
+    /// let pool: Pool<FnJob> = Pool::builder()
+    ///     .capacity(Priority::Normal, 64)
+    ///     .low_water(Priority::Normal, 63) // wake on every freed slot
+    ///     .build()?;
+    /// pool.stop()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn low_water(mut self, lane: Priority, depth: usize) -> Self {
+        self.low_water[lane.index()] = Some(depth);
         self
     }
 
@@ -293,8 +332,9 @@ impl<J: Job> Builder<J> {
     ///
     /// A [`BuildError`] that [`is_invalid_config`](BuildError::is_invalid_config)
     /// for 0 workers, more than [`MAX_WORKERS`](Self::MAX_WORKERS) threads,
-    /// or a lane capacity of 0, above [`MAX_CAPACITY`](Self::MAX_CAPACITY),
-    /// or too large to allocate; nothing was started. One that
+    /// a lane capacity of 0, above [`MAX_CAPACITY`](Self::MAX_CAPACITY) or
+    /// too large to allocate, or a [`low_water`](Self::low_water) mark not
+    /// below its lane's capacity; nothing was started. One that
     /// [`is_spawn_failure`](BuildError::is_spawn_failure) if the OS refused a
     /// thread; the workers already started were stopped and joined.
     ///
@@ -320,12 +360,25 @@ impl<J: Job> Builder<J> {
                 max: Self::MAX_WORKERS,
             }));
         }
+        let mut low_water = [0; 3];
         for lane in Priority::ALL {
-            check_capacity::<J>(lane, self.capacity[lane.index()])?;
+            let capacity = self.capacity[lane.index()];
+            check_capacity::<J>(lane, capacity)?;
+            low_water[lane.index()] = match self.low_water[lane.index()] {
+                None => capacity / 2,
+                Some(depth) if depth < capacity => depth,
+                Some(depth) => {
+                    return Err(BuildError::new(BuildErrorKind::LowWaterTooHigh {
+                        lane,
+                        depth,
+                        capacity,
+                    }))
+                }
+            };
         }
 
         let shared = Arc::new(Shared::new(
-            Lanes::new(self.capacity),
+            Lanes::new(self.capacity, low_water),
             workers,
             self.reserved,
         ));

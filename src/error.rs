@@ -153,14 +153,14 @@ refusal!(SubmitError {
 /// ```
 #[derive(PartialEq, Eq, Clone, Copy)]
 pub enum SubmitTimeoutError<J> {
-    /// The lane stayed full until the deadline.
+    /// The lane was still full at the deadline.
     Timeout(J),
     /// The pool is stopping or stopped and takes no more work.
     Stopped(J),
 }
 
 refusal!(SubmitTimeoutError {
-    Timeout => is_timeout, "the lane stayed full until the deadline";
+    Timeout => is_timeout, "the lane was still full at the deadline";
     Stopped => is_stopped, "the pool is stopped";
 });
 
@@ -202,6 +202,12 @@ pub(crate) enum BuildErrorKind {
         requested: usize,
         max: usize,
     },
+    #[error("the {lane} lane's low-water mark {depth} must be below its capacity {capacity}")]
+    LowWaterTooHigh {
+        lane: Priority,
+        depth: usize,
+        capacity: usize,
+    },
     #[error("failed to spawn worker thread {name:?}")]
     Spawn {
         name: String,
@@ -216,7 +222,8 @@ impl BuildError {
     }
 
     /// Whether a setting was invalid (0 workers, a zero or absurd capacity,
-    /// too many workers). Nothing was started.
+    /// a low-water mark not below its capacity, too many workers). Nothing
+    /// was started.
     ///
     /// # Examples
     ///

@@ -2,12 +2,13 @@
 //! biased receive behind them, and the wake-ups that connect the two.
 //!
 //! Each lane is one bounded queue (a crossbeam channel in production, see
-//! `sync::Queue`). Producers and workers only wait for each other through:
-//! - a full lane: the producer waits for room or for the stop signal, so a
-//!   stop wakes it and it gets its job back;
+//! `sync::Queue`) used only through its non-blocking operations. Producers
+//! and workers wait for each other on condvars of their own:
+//! - a full lane: the producer sleeps until the lane has drained to half its
+//!   capacity, or until a stop closes intake (see "Backpressure" below);
 //! - an empty pool: the worker sleeps on its group's condvar (see "Sleeping
-//!   workers" below) instead of in a crossbeam `Select`, so the common path
-//!   of taking a job is a few `try_pop`s and never pays for `Select`.
+//!   workers" below), so the common path of taking a job is a few `try_pop`s
+//!   and never pays for a crossbeam `Select`.
 
 use std::time::{Duration, Instant};
 
@@ -16,8 +17,7 @@ use crossbeam_utils::CachePadded;
 use crate::job::Priority;
 use crate::stats::Counters;
 use crate::sync::{
-    fence, AtomicBool, AtomicU64, AtomicUsize, Condvar, LaneQueue, Mutex, Ordering, PushError,
-    Queue, Spin, StopSignal,
+    fence, AtomicBool, AtomicU64, AtomicUsize, Condvar, LaneQueue, Mutex, Ordering, Queue, Spin,
 };
 
 /// A queued job and the time it was accepted.
@@ -86,9 +86,9 @@ const ACCEPTED: u64 = 1 << 21;
 // in its caller's hands — never both, never neither.
 //
 // A submit blocked on a full lane is inside the gate, so the stop must wake
-// it: the stop fires the `StopSignal`, and the blocked submit waits for room
-// or the signal, preferring the signal. It then hands the job back (or, if
-// the send won the race, the job is in the lane: both are fine, see above).
+// it: `close` sets CLOSED and then notifies every lane's `room` group; the
+// blocked submit checks CLOSED under that group's lock before each sleep,
+// and hands its job back.
 
 /// The intake gate and the stop signal for blocked submitters.
 #[derive(Debug)]
@@ -99,8 +99,6 @@ struct Gate {
     lock: Mutex<()>,
     /// Wakes the stopper when the last submit leaves a closed gate.
     cv: Condvar,
-    /// Fired by `close` to wake submitters blocked on a full lane.
-    stop: StopSignal,
 }
 
 // Sleeping workers (the wake-up protocol).
@@ -119,14 +117,30 @@ struct Gate {
 // Reserved and general workers sleep in separate groups so that a notify for
 // a Normal job is never spent on a worker that cannot take it.
 
-/// One group of sleeping workers.
+// Backpressure (producers blocked on a full lane).
+//
+// A producer that finds its lane full registers in the lane's `room` group
+// and re-tries the push before sleeping: the mirror image of a sleeping
+// worker. Waking it for every freed slot would make producer and worker
+// ping-pong through the scheduler once per job, so a worker that frees a
+// slot wakes the group only once the lane is down to `low_water` (half its
+// capacity): the producer then refills half a lane in one go. That check is
+// a relaxed load on the worker's hot path (no fence); the guarantee against
+// a lost wake-up comes from the worker's idle path, which runs after a
+// SeqCst fence and wakes every group with a registered producer before the
+// worker sleeps. So a blocked producer is woken at the latest when its lane
+// has drained to `low_water`, or when the workers run out of work.
+// A deadline is honoured by one last `try_push` when it passes: a timed
+// submit is refused only if its lane is full at its deadline.
+
+/// One group of sleepers: idle workers, or producers waiting for room.
 #[derive(Debug)]
 struct Sleepers {
-    /// Workers that registered to sleep (some may be re-checking the lanes).
+    /// Threads that registered to sleep (some may be re-checking).
     count: CachePadded<AtomicUsize>,
-    /// Held by a worker from registering until it waits.
+    /// Held by a thread from registering until it waits.
     lock: Mutex<()>,
-    /// Where the workers sleep.
+    /// Where the threads sleep.
     cv: Condvar,
 }
 
@@ -157,6 +171,11 @@ pub(crate) struct Lanes<J> {
     queues: [LaneQueue<Envelope<J>>; 3],
     /// Capacity of each lane.
     capacity: [usize; 3],
+    /// Per lane: the depth at or below which freeing a slot wakes blocked
+    /// producers (`Builder::low_water`, by default half the capacity).
+    low_water: [usize; 3],
+    /// Per lane: producers waiting for room.
+    room: [Sleepers; 3],
     /// Closes intake and tracks submits in progress.
     gate: Gate,
     /// Set once intake is closed and no submit is in progress: lanes only
@@ -171,16 +190,18 @@ pub(crate) struct Lanes<J> {
 }
 
 impl<J> Lanes<J> {
-    /// Creates the lanes; each preallocates its `capacity` slots.
-    pub(crate) fn new(capacity: [usize; 3]) -> Lanes<J> {
+    /// Creates the lanes; each preallocates its `capacity` slots. Producers
+    /// blocked on a full lane are woken once it is down to `low_water`.
+    pub(crate) fn new(capacity: [usize; 3], low_water: [usize; 3]) -> Lanes<J> {
         Lanes {
             queues: capacity.map(LaneQueue::with_capacity),
             capacity,
+            low_water,
+            room: [Sleepers::new(), Sleepers::new(), Sleepers::new()],
             gate: Gate {
                 state: CachePadded::new(AtomicU64::new(0)),
                 lock: Mutex::new(()),
                 cv: Condvar::new(),
-                stop: StopSignal::new(),
             },
             sealed: AtomicBool::new(false),
             general: Sleepers::new(),
@@ -240,12 +261,7 @@ impl<J> Lanes<J> {
             Ok(()) => Ok(()),
             Err(envelope) => match wait {
                 Wait::Never => Err(Refused::Full(envelope.job)),
-                Wait::Until(deadline) => queue
-                    .push_until(envelope, &self.gate.stop, deadline)
-                    .map_err(|error| match error {
-                        PushError::Timeout(envelope) => Refused::Timeout(envelope.job),
-                        PushError::Stopped(envelope) => Refused::Stopped(envelope.job),
-                    }),
+                Wait::Until(deadline) => self.push_blocking(lane, envelope, deadline),
             },
         };
         match result {
@@ -259,6 +275,61 @@ impl<J> Lanes<J> {
             }
         }
         result
+    }
+
+    /// Waits for room in a full lane (see "Backpressure"), for the
+    /// deadline, or for intake to close, whichever comes first.
+    fn push_blocking(
+        &self,
+        lane: Priority,
+        mut envelope: Envelope<J>,
+        deadline: Option<Instant>,
+    ) -> Result<(), Refused<J>> {
+        let queue = &self.queues[lane.index()];
+        let room = &self.room[lane.index()];
+        loop {
+            let mut guard = room.lock.lock();
+            room.count.fetch_add(1, Ordering::SeqCst);
+            fence(Ordering::SeqCst);
+            // Under the lock: `close` sets CLOSED before it takes this lock
+            // to notify, so a close is either seen here or wakes the wait.
+            if self.gate.state.load(Ordering::SeqCst) & CLOSED != 0 {
+                room.count.fetch_sub(1, Ordering::SeqCst);
+                return Err(Refused::Stopped(envelope.job));
+            }
+            envelope = match queue.try_push(envelope) {
+                Ok(()) => {
+                    room.count.fetch_sub(1, Ordering::SeqCst);
+                    return Ok(());
+                }
+                Err(envelope) => envelope,
+            };
+            let timed_out = match deadline {
+                Some(deadline) => room.cv.wait_until(&mut guard, deadline).timed_out(),
+                None => {
+                    room.cv.wait(&mut guard);
+                    false
+                }
+            };
+            room.count.fetch_sub(1, Ordering::SeqCst);
+            if timed_out {
+                drop(guard);
+                return queue
+                    .try_push(envelope)
+                    .map_err(|envelope| Refused::Timeout(envelope.job));
+            }
+        }
+    }
+
+    /// After a worker took a job from lane `index`: wakes producers waiting
+    /// for room once the lane is down to its low-water mark.
+    fn freed_slot(&self, index: usize) {
+        let room = &self.room[index];
+        if room.count.load(Ordering::Relaxed) > 0
+            && self.queues[index].len() <= self.low_water[index]
+        {
+            room.notify_all();
+        }
     }
 
     /// Leaves the gate, taking back `amount` (the acceptance too, for a
@@ -285,8 +356,10 @@ impl<J> Lanes<J> {
     /// Closes intake and wakes every submitter blocked on a full lane.
     /// Returns whether this call closed it.
     pub(crate) fn close(&self) -> bool {
-        let prev = self.gate.state.fetch_or(CLOSED, Ordering::AcqRel);
-        self.gate.stop.fire(&self.queues);
+        let prev = self.gate.state.fetch_or(CLOSED, Ordering::SeqCst);
+        for room in &self.room {
+            room.notify_all();
+        }
         prev & CLOSED == 0
     }
 
@@ -355,6 +428,14 @@ impl<J> Lanes<J> {
                 group.count.fetch_sub(1, Ordering::SeqCst);
                 return None;
             }
+            // About to sleep with the lanes empty: no producer may stay
+            // blocked waiting for this worker to free a slot (see
+            // "Backpressure"; the fence above orders this load).
+            for room in &self.room {
+                if room.count.load(Ordering::SeqCst) > 0 {
+                    room.notify_all();
+                }
+            }
             group.cv.wait(&mut guard);
             group.count.fetch_sub(1, Ordering::SeqCst);
         }
@@ -387,7 +468,9 @@ impl Picker {
     /// One non-blocking look at the lanes this worker serves.
     fn try_take<J>(&mut self, lanes: &Lanes<J>) -> Option<(Priority, Envelope<J>)> {
         if self.role == Role::UrgentOnly {
-            return lanes.queues[0].try_pop().map(|e| (Priority::Urgent, e));
+            let envelope = lanes.queues[0].try_pop()?;
+            lanes.freed_slot(0);
+            return Some((Priority::Urgent, envelope));
         }
         if let Some(bound) = self.bound {
             // A lower lane that waited through `bound` dequeues goes first
@@ -416,6 +499,7 @@ impl Picker {
         index: usize,
         envelope: Envelope<J>,
     ) -> (Priority, Envelope<J>) {
+        lanes.freed_slot(index);
         if self.bound.is_some() {
             // Only a dequeue from a *higher* lane passes a lane over: were a
             // Bulk dequeue to age Normal, Urgent would lose its `bound` of

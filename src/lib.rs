@@ -42,8 +42,11 @@
 //! Each lane holds at most its [capacity](Builder::capacity) of jobs, and the
 //! slots are allocated when the pool is built, so queued work never uses more
 //! memory than configured. When a lane is full:
-//! - [`submit`](Submitter::submit) blocks until a worker frees a slot (or the
-//!   pool stops, which wakes it and hands the job back);
+//! - [`submit`](Submitter::submit) blocks until the workers have drained the
+//!   lane to half its capacity (or the pool stops, which wakes it and hands
+//!   the job back). Waking the producer once per half lane rather than once
+//!   per freed slot keeps producer and workers from ping-ponging through the
+//!   scheduler on every job;
 //! - [`try_submit`](Submitter::try_submit) returns
 //!   [`TrySubmitError::Full`] with the job inside, at once;
 //! - [`submit_timeout`](Submitter::submit_timeout) waits up to its timeout,

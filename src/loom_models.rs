@@ -30,7 +30,7 @@ struct Probe {
     id: usize,
     lane: Priority,
     runs: Arc<Runs>,
-    done: Option<Arc<(Mutex<bool>, Condvar)>>,
+    done: Option<Arc<(Mutex<usize>, Condvar)>>,
 }
 
 impl Probe {
@@ -50,7 +50,7 @@ impl Job for Probe {
     fn run(&mut self, _ctx: &Context) -> Result<(), ()> {
         self.runs.0[self.id].fetch_add(1, Ordering::SeqCst);
         if let Some(done) = &self.done {
-            *done.0.lock().unwrap() = true;
+            *done.0.lock().unwrap() += 1;
             done.1.notify_all();
         }
         Ok(())
@@ -147,18 +147,57 @@ fn no_lost_wakeup() {
     model(|| {
         let runs = Arc::new(Runs::default());
         let pool = pool(2);
-        let done = Arc::new((Mutex::new(false), Condvar::new()));
+        let done = Arc::new((Mutex::new(0_usize), Condvar::new()));
         let mut job = Probe::new(0, Priority::Normal, &runs);
         job.done = Some(Arc::clone(&done));
         pool.submit(job).expect("submit");
         let mut finished = done.0.lock().unwrap();
-        while !*finished {
+        while *finished == 0 {
             finished = done.1.wait(finished).unwrap();
         }
         drop(finished);
         let report = pool.stop().expect("stop");
         assert_eq!(report.succeeded, 1);
         assert_eq!(runs.get(0), 1);
+    });
+}
+
+/// A producer blocked on a full lane is woken when the worker frees room
+/// (not only by a stop): three blocking submits through a one-slot lane all
+/// run before anyone stops the pool.
+///
+/// Injected bug: removing both wake-ups of blocked producers (the check in
+/// `Lanes::freed_slot` and the `room` loop before `group.cv.wait` in
+/// `Lanes::take`) — loom reported a deadlock. (Either one alone suffices
+/// under the model: its lock-based queue makes the relaxed check in
+/// `freed_slot` always see the registration. The idle-path wake-up is what
+/// covers a stale read with the lock-free production queue.)
+#[test]
+fn blocked_producer_is_woken() {
+    model(|| {
+        let runs = Arc::new(Runs::default());
+        let pool = Arc::new(pool(1));
+        let done = Arc::new((Mutex::new(0_usize), Condvar::new()));
+        let producer = {
+            let pool = Arc::clone(&pool);
+            let runs = Arc::clone(&runs);
+            let done = Arc::clone(&done);
+            loom::thread::spawn(move || {
+                for id in 0..3 {
+                    let mut job = Probe::new(id, Priority::Normal, &runs);
+                    job.done = Some(Arc::clone(&done));
+                    pool.submit(job).expect("not stopped");
+                }
+            })
+        };
+        let mut finished = done.0.lock().unwrap();
+        while *finished < 3 {
+            finished = done.1.wait(finished).unwrap();
+        }
+        drop(finished);
+        producer.join().unwrap();
+        let report = pool.stop().expect("stop");
+        assert_eq!(report.succeeded, 3);
     });
 }
 

@@ -177,8 +177,11 @@ impl<J: Job> Submitter<J> {
     /// Submits `job` to its [`priority`](Job::priority) lane, blocking while
     /// that lane is full.
     ///
-    /// Blocks until there is room, or until the pool begins to stop (then
-    /// the job comes back in [`SubmitError::Stopped`]). Called from one of
+    /// If the lane is full, blocks until the workers have drained it to half
+    /// its capacity (or run out of work), then enqueues — so a producer
+    /// refills half a lane per wake-up instead of waking for every freed
+    /// slot — or until the pool begins to stop (then the job comes back in
+    /// [`SubmitError::Stopped`]). Called from one of
     /// this pool's own workers (a job submitting follow-up work), it never
     /// blocks: a full lane refuses with [`SubmitError::Full`], because every
     /// worker waiting for room only workers can make would deadlock.
@@ -286,6 +289,11 @@ impl<J: Job> Submitter<J> {
     /// Submits `job` to its [`priority`](Job::priority) lane, waiting at most
     /// `timeout` for room.
     ///
+    /// While the lane is full it waits like [`submit`](Self::submit) (woken
+    /// when the lane has drained to half its capacity), and at the deadline
+    /// tries once more: the job is refused only if its lane is full at the
+    /// deadline.
+    ///
     /// A zero `timeout` only tries once (like [`try_submit`](Self::try_submit),
     /// but a full lane reports [`SubmitTimeoutError::Timeout`]). A timeout too
     /// large to add to the current time (such as `Duration::MAX`) waits like
@@ -296,7 +304,7 @@ impl<J: Job> Submitter<J> {
     ///
     /// # Errors
     ///
-    /// [`SubmitTimeoutError::Timeout`] if the lane stayed full until the
+    /// [`SubmitTimeoutError::Timeout`] if the lane was full at the
     /// deadline, [`SubmitTimeoutError::Stopped`] once intake is closed (also
     /// while waiting). The job is inside.
     ///

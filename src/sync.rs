@@ -5,11 +5,10 @@
 //! Everything the shutdown and wake-up protocols depend on goes through
 //! here, so the model checker sees every interleaving of the real code. Only
 //! the lane queue itself is replaced under loom (loom cannot see inside
-//! crossbeam-channel): `Queue` is the small interface the lanes need, with a
-//! crossbeam implementation in production and a `Mutex + VecDeque + Condvar`
-//! one under the checker.
-
-use std::time::Instant;
+//! crossbeam-channel): `Queue` is the small, non-blocking interface the
+//! lanes need, with a crossbeam implementation in production and a
+//! `Mutex + VecDeque` one under the checker. All blocking (full lanes, idle
+//! workers, stops) is the pool's own protocol on the primitives below.
 
 #[cfg(not(loom))]
 pub(crate) use parking_lot::{Condvar, Mutex};
@@ -69,29 +68,12 @@ impl Spin {
     }
 }
 
-/// Why a blocking push did not enqueue.
-#[cfg_attr(loom, allow(dead_code))] // no deadlines under the model checker
-pub(crate) enum PushError<T> {
-    /// The deadline passed with the queue still full.
-    Timeout(T),
-    /// The stop signal fired.
-    Stopped(T),
-}
-
 /// A bounded FIFO queue: what a lane needs from a channel.
 pub(crate) trait Queue<T>: Sized {
     /// A queue holding at most `capacity` items, preallocated.
     fn with_capacity(capacity: usize) -> Self;
     /// Enqueues if there is room; gives the item back if full.
     fn try_push(&self, item: T) -> Result<(), T>;
-    /// Enqueues, waiting for room until the deadline (`None`: forever) or
-    /// until `stop` fires, preferring `stop` when both are ready.
-    fn push_until(
-        &self,
-        item: T,
-        stop: &StopSignal,
-        deadline: Option<Instant>,
-    ) -> Result<(), PushError<T>>;
     /// Dequeues the oldest item, if any.
     fn try_pop(&self) -> Option<T>;
     /// Items queued now.
@@ -101,44 +83,15 @@ pub(crate) trait Queue<T>: Sized {
 }
 
 #[cfg(not(loom))]
-pub(crate) use crossbeam_queue::{CrossbeamQueue as LaneQueue, StopSignal};
+pub(crate) use crossbeam_queue::CrossbeamQueue as LaneQueue;
 #[cfg(loom)]
-pub(crate) use model::{ModelQueue as LaneQueue, StopSignal};
+pub(crate) use model::ModelQueue as LaneQueue;
 
 #[cfg(not(loom))]
 mod crossbeam_queue {
-    use std::time::Instant;
+    use crossbeam_channel::{Receiver, Sender, TrySendError};
 
-    use crossbeam_channel::{select_biased, Receiver, Sender, TrySendError};
-
-    use super::{Mutex, PushError, Queue};
-
-    /// Wakes pushes blocked on a full lane: their select includes
-    /// `rx`, which becomes ready (disconnected) when `fire` drops `tx`.
-    #[derive(Debug)]
-    pub(crate) struct StopSignal {
-        /// Dropped by `fire`.
-        tx: Mutex<Option<Sender<()>>>,
-        /// Ready once `tx` is gone.
-        rx: Receiver<()>,
-    }
-
-    impl StopSignal {
-        pub(crate) fn new() -> StopSignal {
-            // Never sent to. An array channel, because registering with a
-            // zero-capacity one allocates on every select.
-            let (tx, rx) = crossbeam_channel::bounded(1);
-            StopSignal {
-                tx: Mutex::new(Some(tx)),
-                rx,
-            }
-        }
-
-        /// Wakes every blocked push, now and later.
-        pub(crate) fn fire<Q>(&self, _queues: &[Q]) {
-            drop(self.tx.lock().take());
-        }
-    }
+    use super::Queue;
 
     /// A lane as one bounded crossbeam channel; the queue owns both ends,
     /// so it never disconnects.
@@ -158,33 +111,6 @@ mod crossbeam_queue {
 
         fn try_push(&self, item: T) -> Result<(), T> {
             self.tx.try_send(item).map_err(TrySendError::into_inner)
-        }
-
-        fn push_until(
-            &self,
-            item: T,
-            stop: &StopSignal,
-            deadline: Option<Instant>,
-        ) -> Result<(), PushError<T>> {
-            // `select_biased!` keeps its operation list on the stack (a
-            // `Select` would allocate per call) and prefers the stop signal.
-            // The queue owns a receiver, so a send cannot fail by
-            // disconnection; map it to Stopped to be safe.
-            let (tx, stop_rx) = (&self.tx, &stop.rx);
-            match deadline {
-                None => select_biased! {
-                    recv(stop_rx) -> _ => Err(PushError::Stopped(item)),
-                    send(tx, item) -> sent => sent.map_err(|e| PushError::Stopped(e.into_inner())),
-                },
-                Some(deadline) => {
-                    let timeout = deadline.saturating_duration_since(Instant::now());
-                    select_biased! {
-                        recv(stop_rx) -> _ => Err(PushError::Stopped(item)),
-                        send(tx, item) -> sent => sent.map_err(|e| PushError::Stopped(e.into_inner())),
-                        default(timeout) => Err(PushError::Timeout(item)),
-                    }
-                }
-            }
         }
 
         fn try_pop(&self) -> Option<T> {
@@ -215,7 +141,7 @@ mod model {
     use std::ops::{Deref, DerefMut};
     use std::time::Instant;
 
-    use super::{AtomicBool, Ordering, PushError, Queue};
+    use super::Queue;
 
     /// `parking_lot::Mutex`'s API over loom's mutex.
     #[derive(Debug)]
@@ -304,30 +230,6 @@ mod model {
         }
     }
 
-    /// The stop signal: a flag every blocked push re-checks.
-    #[derive(Debug)]
-    pub(crate) struct StopSignal {
-        /// Set by `fire`.
-        fired: AtomicBool,
-    }
-
-    impl StopSignal {
-        pub(crate) fn new() -> StopSignal {
-            StopSignal {
-                fired: AtomicBool::new(false),
-            }
-        }
-
-        /// Sets the flag and wakes pushes blocked on any of `queues`.
-        pub(crate) fn fire<T>(&self, queues: &[ModelQueue<T>]) {
-            self.fired.store(true, Ordering::SeqCst);
-            for queue in queues {
-                drop(queue.items.lock());
-                queue.not_full.notify_all();
-            }
-        }
-    }
-
     /// A lane under the model checker.
     #[derive(Debug)]
     pub(crate) struct ModelQueue<T> {
@@ -335,8 +237,6 @@ mod model {
         items: Mutex<VecDeque<T>>,
         /// Most items held at once.
         capacity: usize,
-        /// Signalled when an item leaves or the stop signal fires.
-        not_full: Condvar,
     }
 
     impl<T> Queue<T> for ModelQueue<T> {
@@ -344,7 +244,6 @@ mod model {
             ModelQueue {
                 items: Mutex::new(VecDeque::with_capacity(capacity)),
                 capacity,
-                not_full: Condvar::new(),
             }
         }
 
@@ -357,31 +256,8 @@ mod model {
             Ok(())
         }
 
-        fn push_until(
-            &self,
-            item: T,
-            stop: &StopSignal,
-            _deadline: Option<Instant>,
-        ) -> Result<(), PushError<T>> {
-            let mut items = self.items.lock();
-            loop {
-                if stop.fired.load(Ordering::SeqCst) {
-                    return Err(PushError::Stopped(item));
-                }
-                if items.len() < self.capacity {
-                    items.push_back(item);
-                    return Ok(());
-                }
-                self.not_full.wait(&mut items);
-            }
-        }
-
         fn try_pop(&self) -> Option<T> {
-            let item = self.items.lock().pop_front();
-            if item.is_some() {
-                self.not_full.notify_one();
-            }
-            item
+            self.items.lock().pop_front()
         }
 
         fn len(&self) -> usize {

@@ -1,6 +1,7 @@
-//! Backpressure: a full lane refuses `try_submit`, blocks `submit` until a
-//! slot frees, makes `submit_timeout` give up at its deadline, and never
-//! holds up a submit to another lane.
+//! Backpressure: a full lane refuses `try_submit`, blocks `submit` until the
+//! lane drains to its low-water mark (a slot freeing is enough with
+//! `low_water = capacity - 1`), makes `submit_timeout` give up at its
+//! deadline, and never holds up a submit to another lane.
 
 mod common;
 
@@ -18,15 +19,16 @@ const CAPACITY: usize = 4;
 /// make a broken pool look correct, never the reverse.
 const STILL_BLOCKED: Duration = Duration::from_millis(200);
 
-/// A 1-worker pool whose lanes hold `CAPACITY` jobs each.
+/// A 1-worker pool whose lanes hold `CAPACITY` jobs each and wake blocked
+/// producers as soon as a slot frees.
 fn pool() -> Pool<Probe> {
-    Pool::builder()
-        .workers(1)
-        .capacity(Priority::Urgent, CAPACITY)
-        .capacity(Priority::Normal, CAPACITY)
-        .capacity(Priority::Bulk, CAPACITY)
-        .build()
-        .expect("build pool")
+    let mut builder = Pool::builder().workers(1);
+    for lane in Priority::ALL {
+        builder = builder
+            .capacity(lane, CAPACITY)
+            .low_water(lane, CAPACITY - 1);
+    }
+    builder.build().expect("build pool")
 }
 
 /// Occupies the only worker with job `id` (waiting at `latch`) and returns
@@ -167,7 +169,7 @@ fn submit_timeout_gives_the_job_back_after_the_deadline() {
         assert!(err.is_timeout(), "{err:?}");
         assert!(!err.is_stopped());
         assert!(matches!(err, SubmitTimeoutError::Timeout(_)));
-        assert_eq!(err.to_string(), "the lane stayed full until the deadline");
+        assert_eq!(err.to_string(), "the lane was still full at the deadline");
         assert_eq!(format!("{err:?}"), "Timeout(..)");
         assert_eq!(err.into_inner().id, 5);
         assert!(
@@ -336,5 +338,74 @@ fn full_normal_lane_does_not_block_urgent_submits() {
         assert_eq!(report.succeeded, 8);
         // And the urgent jobs ran before the normal backlog.
         assert_eq!(ledger.starts(), vec![0, 5, 6, 7, 1, 2, 3, 4]);
+    });
+}
+
+#[test]
+fn by_default_a_blocked_submit_waits_for_the_lane_to_drain_to_half() {
+    guarded(|| {
+        let ledger = Ledger::new(6);
+        let latches: Vec<_> = (0..3).map(|_| Latch::new()).collect();
+        let started = Arrivals::new();
+        // Default low-water mark: half of CAPACITY.
+        let pool = Arc::new(
+            Pool::builder()
+                .workers(1)
+                .capacity(Priority::Normal, CAPACITY)
+                .build()
+                .expect("build pool"),
+        );
+        // Jobs 0, 1, 2 each hold the only worker until their latch opens;
+        // 3 and 4 are quick. Job 0 runs, 1..=4 fill the lane.
+        let job = |id: usize| {
+            let probe = Probe::new(id, &ledger).started(&started);
+            match latches.get(id) {
+                Some(latch) => probe.action(Action::Wait(Arc::clone(latch))),
+                None => probe,
+            }
+        };
+        pool.submit(job(0)).expect("submit");
+        started.wait_for(1);
+        for id in 1..5 {
+            pool.try_submit(job(id)).expect("room in the lane");
+        }
+        let (done_tx, done_rx) = mpsc::channel();
+        let producer = {
+            let tx = pool.submitter();
+            let ledger = Arc::clone(&ledger);
+            thread::spawn(move || {
+                let result = tx
+                    .submit(Probe::new(5, &ledger))
+                    .map_err(|e| e.into_inner().id);
+                done_tx.send(result).expect("test alive");
+            })
+        };
+        assert!(
+            done_rx.recv_timeout(STILL_BLOCKED).is_err(),
+            "full lane did not block"
+        );
+
+        // One slot frees (depth 3 of 4): above the low-water mark of 2.
+        latches[0].open();
+        started.wait_for(2);
+        assert_eq!(pool.stats().queued(Priority::Normal), 3);
+        assert!(
+            done_rx.recv_timeout(STILL_BLOCKED).is_err(),
+            "woken before the lane drained to its low-water mark"
+        );
+
+        // A second slot frees (depth 2): the producer is woken and enqueues.
+        latches[1].open();
+        started.wait_for(3);
+        let result = done_rx
+            .recv_timeout(common::LIMIT)
+            .expect("blocked submit not woken at the low-water mark");
+        assert_eq!(result, Ok(()));
+        producer.join().expect("producer");
+        assert_eq!(pool.stats().queued(Priority::Normal), 3);
+
+        latches[2].open();
+        let report = pool.stop().expect("stop");
+        assert_eq!(report.succeeded, 6);
     });
 }

@@ -187,3 +187,29 @@ fn a_valid_pool_builds_after_refused_ones() {
         assert_eq!(ledger.runs(0), 1);
     });
 }
+
+#[test]
+fn low_water_not_below_capacity_is_refused() {
+    guarded(|| {
+        for depth in [16, 17, usize::MAX] {
+            let err = Pool::<Probe>::builder()
+                .workers(1)
+                .capacity(Priority::Bulk, 16)
+                .low_water(Priority::Bulk, depth)
+                .build()
+                .expect_err("low-water mark not below capacity accepted");
+            assert!(err.is_invalid_config());
+            assert_eq!(
+                err.to_string(),
+                format!("the bulk lane's low-water mark {depth} must be below its capacity 16")
+            );
+        }
+        let pool = Pool::<Probe>::builder()
+            .workers(1)
+            .capacity(Priority::Bulk, 16)
+            .low_water(Priority::Bulk, 15)
+            .build()
+            .expect("15 is below 16");
+        assert!(pool.stop().expect("stop").is_clean());
+    });
+}
