@@ -146,6 +146,12 @@ impl<J: Job> Builder<J> {
     /// any running routine job. General workers still take urgent jobs
     /// first. Defaults to 0.
     ///
+    /// The reserved threads still need a core to run on: when every core
+    /// is busy with general workers' CPU-bound jobs, how soon a woken
+    /// reserved thread runs is up to the OS scheduler (milliseconds under
+    /// load). Where that tail matters, leave it a core
+    /// (`workers(cores - reserved)`).
+    ///
     /// # Examples
     ///
     /// ```
