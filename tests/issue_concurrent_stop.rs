@@ -22,6 +22,8 @@ const RESERVED: usize = 1;
 const QUEUED_PER_LANE: usize = 20;
 /// Capacity of every lane.
 const CAPACITY: usize = 64;
+/// Free slots in the lanes once the queued jobs are in.
+const ROOM: usize = 3 * (CAPACITY - QUEUED_PER_LANE);
 /// Most ids a racing producer may use (it blocks on a full lane long before).
 const PRODUCER_IDS: usize = 4 * CAPACITY;
 
@@ -230,6 +232,14 @@ fn four_stops_at_once(variants: [Variant; 4]) {
         .map(|s| s.join().expect("a stop call panicked"))
         .collect();
     let (producer_accepted, producer_refused) = producer.join().expect("producer panicked");
+    // The workers were held until intake closed, so only the lanes' free
+    // room can have taken producer jobs: a submit blocked on a full lane is
+    // woken by the stop and refused, never let in once workers make room.
+    assert!(
+        producer_accepted.len() <= ROOM,
+        "{variants:?}: {} producer jobs accepted, room for {ROOM}",
+        producer_accepted.len()
+    );
     // Joins any worker a winning stop_timeout abandoned, so every job has
     // finished before the books are checked; a further stop is empty.
     let again = pool.stop().expect("stop after the race");
@@ -316,11 +326,15 @@ fn dropping_the_pool_while_submitter_clones_block_and_drop() {
 
             let mut accepted: HashSet<usize> = (0..first).collect();
             let mut refused = Vec::new();
+            let mut producer_accepted = 0;
             for producer in producers {
                 let (a, r) = producer.join().expect("producer panicked");
+                producer_accepted += a.len();
                 accepted.extend(a);
                 refused.extend(r);
             }
+            // Held workers: only the lanes' free room took producer jobs.
+            assert!(producer_accepted <= ROOM, "{producer_accepted} > {ROOM}");
             // The pool is gone; its surviving handle is refused at once.
             let late = survivor.submit(Probe::new(late_id, &ledger));
             assert!(late.expect_err("pool is dropped").is_stopped());

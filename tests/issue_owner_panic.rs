@@ -112,9 +112,14 @@ fn owner_panicking_wakes_a_blocked_producer() {
                 pool.submit(running).expect("submit");
                 started.wait_for(1);
                 let tx = pool.submitter();
+                let (filled_tx, filled_rx) = mpsc::channel();
                 let producer = thread::spawn(move || {
                     let mut accepted = Vec::new();
                     for id in 1..=PRODUCER_IDS {
+                        if accepted.len() == CAPACITY {
+                            // The lane is full: the next submit blocks.
+                            filled_tx.send(()).expect("owner alive");
+                        }
                         match tx.submit(Probe::new(id, &ledger)) {
                             Ok(()) => accepted.push(id),
                             Err(e) => {
@@ -127,6 +132,7 @@ fn owner_panicking_wakes_a_blocked_producer() {
                     panic!("never refused: the lane never filled");
                 });
                 producer_tx.send(producer).expect("test alive");
+                filled_rx.recv().expect("the producer filled the lane");
                 panicking_tx.send(pool.submitter()).expect("test alive");
                 std::panic::panic_any(OWNER_PANIC);
             })
@@ -141,7 +147,10 @@ fn owner_panicking_wakes_a_blocked_producer() {
         latch.open();
         owner_panicked(owner.join());
         let (accepted, refused) = producer.join().expect("producer");
-        assert!(accepted.len() <= CAPACITY, "{} accepted", accepted.len());
+        // Exactly the lane's capacity got in; the submit that was blocked (or
+        // about to block) on the full lane when the owner panicked came back.
+        assert_eq!(accepted, (1..=CAPACITY).collect::<Vec<_>>());
+        assert_eq!(refused, CAPACITY + 1, "the blocked submit was handed back");
         assert_eq!((ledger.runs(0), ledger.drops(0)), (1, 1));
         for &id in &accepted {
             assert_eq!((ledger.runs(id), ledger.drops(id)), (1, 1), "job {id}");

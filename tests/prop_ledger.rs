@@ -562,6 +562,8 @@ proptest! {
     #![proptest_config(ProptestConfig {
         cases: 256,
         failure_persistence: None,
+        // A hung case costs CASE_LIMIT; keep shrinking a hang bounded.
+        max_shrink_time: 120_000,
         ..ProptestConfig::default()
     })]
 
