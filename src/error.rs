@@ -258,7 +258,8 @@ impl BuildError {
 
 /// Why a stop method ([`stop`](crate::Pool::stop),
 /// [`stop_now`](crate::Pool::stop_now),
-/// [`stop_timeout`](crate::Pool::stop_timeout)) did not run.
+/// [`stop_timeout`](crate::Pool::stop_timeout)) or
+/// [`wait_idle`](crate::Submitter::wait_idle) did not run.
 ///
 /// # Examples
 ///
@@ -281,9 +282,9 @@ impl BuildError {
 #[non_exhaustive]
 pub enum StopError {
     /// Called from one of the pool's own worker threads (from inside a job):
-    /// stopping waits for every worker to exit, which would wait forever for
-    /// the calling worker itself. Nothing was changed; the pool keeps
-    /// running.
+    /// stopping waits for every worker to exit, and `wait_idle` for every
+    /// job to finish, which would wait forever for the calling job itself.
+    /// Nothing was changed; the pool keeps running.
     #[error("a pool cannot be stopped from one of its own worker threads")]
     OnWorkerThread,
 }

@@ -133,6 +133,16 @@ struct Gate {
 // A deadline is honoured by one last `try_push` when it passes: a timed
 // submit is refused only if its lane is full at its deadline.
 
+// Idle waiters (`Pool::wait_idle`).
+//
+// A waiter registers in `idle`, then checks "every accepted job finished"
+// under the group lock, then sleeps. Whatever can make that true wakes the
+// group: a worker recording a job's outcome (a relaxed check on its hot
+// path), an acceptance taken back, a worker exiting, and — the fenced
+// backstop against a stale relaxed read — a worker about to sleep because
+// the lanes are empty, which is where a worker always goes after the last
+// job.
+
 /// One group of sleepers: idle workers, or producers waiting for room.
 #[derive(Debug)]
 struct Sleepers {
@@ -185,6 +195,8 @@ pub(crate) struct Lanes<J> {
     general: Sleepers,
     /// Sleeping reserved urgent workers.
     urgent: Sleepers,
+    /// Threads in `Pool::wait_idle` (see "Idle waiters").
+    idle: Sleepers,
     /// Origin of the nanosecond timestamps in envelopes and worker slots.
     epoch: Instant,
 }
@@ -205,6 +217,7 @@ impl<J> Lanes<J> {
             },
             sealed: AtomicBool::new(false),
             general: Sleepers::new(),
+            idle: Sleepers::new(),
             urgent: Sleepers::new(),
             epoch: Instant::now(),
         }
@@ -272,6 +285,8 @@ impl<J> Lanes<J> {
             Err(_) => {
                 counters.refused.fetch_add(1, Ordering::Relaxed);
                 self.leave_gate(IN_FLIGHT + ACCEPTED);
+                // Taking back an acceptance can make the pool idle.
+                self.wake_idle_waiters();
             }
         }
         result
@@ -329,6 +344,31 @@ impl<J> Lanes<J> {
             && self.queues[index].len() <= self.low_water[index]
         {
             room.notify_all();
+        }
+    }
+
+    /// After a job reached a terminal state (or an acceptance was taken
+    /// back): wakes `wait_idle` callers, if any. A relaxed check, backed by
+    /// the fenced one on a worker's idle path (see "Idle waiters").
+    pub(crate) fn wake_idle_waiters(&self) {
+        if self.idle.count.load(Ordering::Relaxed) > 0 {
+            self.idle.notify_all();
+        }
+    }
+
+    /// Waits until `is_idle` holds, re-checking whenever a job finishes or
+    /// a worker goes idle or exits.
+    pub(crate) fn wait_idle(&self, is_idle: impl Fn() -> bool) {
+        let mut guard = self.idle.lock.lock();
+        loop {
+            self.idle.count.fetch_add(1, Ordering::SeqCst);
+            fence(Ordering::SeqCst);
+            if is_idle() {
+                self.idle.count.fetch_sub(1, Ordering::SeqCst);
+                return;
+            }
+            self.idle.cv.wait(&mut guard);
+            self.idle.count.fetch_sub(1, Ordering::SeqCst);
         }
     }
 
@@ -428,10 +468,11 @@ impl<J> Lanes<J> {
                 group.count.fetch_sub(1, Ordering::SeqCst);
                 return None;
             }
-            // About to sleep with the lanes empty: no producer may stay
+            // About to sleep with the lanes empty: no idle waiter may stay
+            // asleep (see "Idle waiters"), and no producer may stay
             // blocked waiting for this worker to free a slot (see
             // "Backpressure"; the fence above orders this load).
-            for room in &self.room {
+            for room in self.room.iter().chain([&self.idle]) {
                 if room.count.load(Ordering::SeqCst) > 0 {
                     room.notify_all();
                 }

@@ -201,6 +201,27 @@ fn blocked_producer_is_woken() {
     });
 }
 
+/// `wait_idle` returns once the last job finished, never sleeping through
+/// the worker's wake-up.
+///
+/// Injected bug: removing both wake-ups of idle waiters (the
+/// `wake_idle_waiters` call at the end of `worker::record` and `idle` in
+/// the wake-up loop before `group.cv.wait` in `Lanes::take`) — loom
+/// reported a deadlock.
+#[test]
+fn wait_idle_sees_the_last_job() {
+    model(|| {
+        let runs = Arc::new(Runs::default());
+        let pool = pool(2);
+        pool.submit(Probe::new(0, Priority::Normal, &runs)).expect("submit");
+        pool.submit(Probe::new(1, Priority::Urgent, &runs)).expect("submit");
+        pool.wait_idle().expect("not on a worker");
+        assert_eq!((runs.get(0), runs.get(1)), (1, 1));
+        assert_eq!(pool.stats().pending(), 0);
+        assert_eq!(pool.stop().expect("stop").succeeded, 2);
+    });
+}
+
 /// `stop_now` racing a running worker and both lanes: queued jobs come back
 /// unrun in lane order, the rest ran once, counters balance.
 ///

@@ -82,6 +82,22 @@ impl<J: Job> Shared<J> {
     pub(crate) fn worker_exited(&self) {
         *self.live.lock() -= 1;
         self.live_cv.notify_all();
+        self.lanes.wake_idle_waiters();
+    }
+
+    /// Whether every job accepted so far has reached a terminal state.
+    /// Terminal counts are read before `accepted` (which counts a job
+    /// before any worker can see it), so `true` means every job accepted
+    /// before this call finished.
+    fn is_idle(&self) -> bool {
+        let mut finished = self.counters.unrun.load(Ordering::Acquire)
+            + self.counters.abandoned.load(Ordering::Acquire);
+        for slot in self.slots.iter() {
+            finished += slot.succeeded.load(Ordering::Acquire)
+                + slot.failed.load(Ordering::Acquire)
+                + slot.panicked.load(Ordering::Acquire);
+        }
+        finished >= self.lanes.accepted()
     }
 
     /// Stops workers from taking queued jobs and raises the cancel flag.
@@ -358,6 +374,50 @@ impl<J: Job> Submitter<J> {
             Refused::Full(job) | Refused::Timeout(job) => SubmitTimeoutError::Timeout(job),
             Refused::Stopped(job) => SubmitTimeoutError::Stopped(job),
         })
+    }
+
+    /// Blocks until every job submitted so far has finished: the lanes are
+    /// empty and no job is running. A barrier between batches that keeps
+    /// the pool running (to stop it, use [`Pool::stop`]).
+    ///
+    /// Precisely: returns once every job accepted before the call — and
+    /// every submit already in progress, which may still be blocked on a
+    /// full lane — has reached a terminal state (succeeded, failed,
+    /// panicked, or handed back by a stop). Jobs submitted concurrently by
+    /// other threads may extend the wait; it returns as soon as the pool is
+    /// idle even if more jobs arrive right after. After a stop has finished,
+    /// returns at once.
+    ///
+    /// # Errors
+    ///
+    /// [`StopError::OnWorkerThread`] if called from inside a job of this
+    /// pool: it would wait for its own job to finish.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    /// use std::sync::Arc;
+    /// use triage_pool::{FnJob, Pool};
+    ///
+    /// let pool: Pool<FnJob> = Pool::builder().workers(2).build()?;
+    /// let done = Arc::new(AtomicUsize::new(0));
+    /// for _ in 0..100 {
+    ///     let done = Arc::clone(&done);
+    ///     pool.submit(FnJob::new(move |_| { done.fetch_add(1, Ordering::SeqCst); }))?;
+    /// }
+    /// pool.wait_idle()?;
+    /// assert_eq!(done.load(Ordering::SeqCst), 100);
+    /// pool.submit(FnJob::new(|_| ()))?; // still running
+    /// pool.stop()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn wait_idle(&self) -> Result<(), StopError> {
+        if worker::on_worker_of(self.shared.id) {
+            return Err(StopError::OnWorkerThread);
+        }
+        self.shared.lanes.wait_idle(|| self.shared.is_idle());
+        Ok(())
     }
 
     /// Takes the jobs that failed so far (with their errors), leaving the

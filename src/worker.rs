@@ -156,6 +156,7 @@ fn record<J: Job>(
             WorkerSlot::bump(&slot.panicked);
         }
     }
+    shared.lanes.wake_idle_waiters();
 }
 
 /// Logs the outcome of a job a `stop_timeout` deadline gave up on; the stop

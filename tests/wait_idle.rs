@@ -1,0 +1,146 @@
+//! `wait_idle`: a barrier that returns once every submitted job finished,
+//! without stopping the pool; it waits for running and queued jobs (and a
+//! producer blocked on a full lane), refuses to wait on its own worker, and
+//! returns at once after a stop.
+
+mod common;
+
+use std::sync::{mpsc, Arc};
+use std::thread;
+use std::time::Duration;
+
+use common::{guarded, Action, Arrivals, Latch, Ledger, Probe};
+use triage_pool::{FnJob, Pool, Priority, StopError};
+
+/// How long a check that "nothing happened yet" lets time pass. It can only
+/// make a broken pool look correct, never the reverse.
+const STILL_WAITING: Duration = Duration::from_millis(200);
+
+#[test]
+fn returns_once_every_job_ran_and_the_pool_keeps_running() {
+    guarded(|| {
+        let ledger = Ledger::new(2_001);
+        let pool: Pool<Probe> = Pool::builder().workers(2).build().expect("pool");
+        for id in 0..2_000 {
+            let action = if id % 7 == 0 {
+                Action::Fail
+            } else {
+                Action::Succeed
+            };
+            pool.submit(Probe::new(id, &ledger).action(action))
+                .expect("submit");
+        }
+        pool.wait_idle().expect("not on a worker");
+        assert_eq!(ledger.total_runs(), 2_000);
+        let stats = pool.stats();
+        assert_eq!(stats.pending(), 0, "{stats:?}");
+        assert_eq!(stats.queued_total(), 0);
+        // Still running: more work is accepted and runs.
+        pool.submit(Probe::new(2_000, &ledger))
+            .expect("pool still running");
+        pool.wait_idle().expect("not on a worker");
+        assert_eq!(ledger.runs(2_000), 1);
+        let report = pool.stop().expect("stop");
+        assert_eq!(report.succeeded + report.failed.len() as u64, 2_001);
+    });
+}
+
+#[test]
+fn waits_for_running_and_queued_jobs() {
+    guarded(|| {
+        let ledger = Ledger::new(3);
+        let latch = Latch::new();
+        let started = Arrivals::new();
+        let pool = Arc::new(Pool::builder().workers(1).build().expect("pool"));
+        pool.submit(
+            Probe::new(0, &ledger)
+                .action(Action::Wait(Arc::clone(&latch)))
+                .started(&started),
+        )
+        .expect("submit");
+        started.wait_for(1);
+        pool.submit_to(Priority::Bulk, Probe::new(1, &ledger))
+            .expect("submit");
+        pool.submit_to(Priority::Urgent, Probe::new(2, &ledger))
+            .expect("submit");
+        let (tx, rx) = mpsc::channel();
+        let waiter = {
+            let pool = Arc::clone(&pool);
+            thread::spawn(move || {
+                pool.wait_idle().expect("not on a worker");
+                tx.send(()).expect("test alive");
+            })
+        };
+        assert!(
+            rx.recv_timeout(STILL_WAITING).is_err(),
+            "wait_idle returned while a job was running and two were queued"
+        );
+        latch.open();
+        rx.recv_timeout(common::LIMIT)
+            .expect("wait_idle never returned");
+        waiter.join().expect("waiter");
+        assert_eq!(ledger.total_runs(), 3);
+        assert!(pool.stop().expect("stop").is_clean());
+    });
+}
+
+#[test]
+fn waits_for_a_producer_blocked_on_a_full_lane() {
+    guarded(|| {
+        let ledger = Ledger::new(4);
+        let latch = Latch::new();
+        let started = Arrivals::new();
+        let pool = Arc::new(
+            Pool::builder()
+                .workers(1)
+                .capacity(Priority::Normal, 2)
+                .build()
+                .expect("pool"),
+        );
+        pool.submit(
+            Probe::new(0, &ledger)
+                .action(Action::Wait(Arc::clone(&latch)))
+                .started(&started),
+        )
+        .expect("submit");
+        started.wait_for(1);
+        for id in 1..3 {
+            pool.try_submit(Probe::new(id, &ledger)).expect("room");
+        }
+        let producer = {
+            let tx = pool.submitter();
+            let ledger = Arc::clone(&ledger);
+            thread::spawn(move || tx.submit(Probe::new(3, &ledger)).is_ok())
+        };
+        // The producer is blocked (or about to be): its job counts.
+        while pool.stats().accepted() < 4 {
+            thread::yield_now();
+        }
+        latch.open();
+        pool.wait_idle().expect("not on a worker");
+        assert_eq!(
+            ledger.runs(3),
+            1,
+            "wait_idle returned before the blocked submit's job ran"
+        );
+        assert!(producer.join().expect("producer"));
+        assert!(pool.stop().expect("stop").is_clean());
+    });
+}
+
+#[test]
+fn refuses_on_its_own_worker_and_returns_at_once_after_stop() {
+    guarded(|| {
+        let pool: Arc<Pool<FnJob>> = Arc::new(Pool::builder().workers(1).build().expect("pool"));
+        let (tx, rx) = mpsc::channel();
+        let inner = Arc::clone(&pool);
+        pool.submit(FnJob::new(move |_| {
+            tx.send(inner.wait_idle()).expect("test alive");
+        }))
+        .expect("submit");
+        assert_eq!(rx.recv().expect("job ran"), Err(StopError::OnWorkerThread));
+        pool.stop().expect("stop");
+        pool.wait_idle().expect("after stop");
+        assert_eq!(pool.stats().pending(), 0);
+    });
+}
