@@ -321,9 +321,8 @@ fn dropping_the_pool_while_submitter_clones_block_and_drop() {
             while !survivor.is_stopped() {
                 thread::yield_now();
             }
-            latch.open();
-            dropper.join().expect("Drop panicked");
-
+            // The workers stay held until every producer is back: a blocked
+            // producer must be woken by Drop's close, not by a freed slot.
             let mut accepted: HashSet<usize> = (0..first).collect();
             let mut refused = Vec::new();
             let mut producer_accepted = 0;
@@ -333,6 +332,9 @@ fn dropping_the_pool_while_submitter_clones_block_and_drop() {
                 accepted.extend(a);
                 refused.extend(r);
             }
+            latch.open();
+            dropper.join().expect("Drop panicked");
+
             // Held workers: only the lanes' free room took producer jobs.
             assert!(producer_accepted <= ROOM, "{producer_accepted} > {ROOM}");
             // The pool is gone; its surviving handle is refused at once.

@@ -138,15 +138,16 @@ fn owner_panicking_wakes_a_blocked_producer() {
             })
         };
         let producer = producer_rx.recv().expect("owner started the producer");
-        // The lane stays full (its only worker held) until the unwinding
-        // Drop has closed intake, so the producer blocks until Drop wakes it.
+        // The lane stays full (its only worker held) until the producer is
+        // back: only the unwinding Drop's close can wake it, not a slot
+        // freeing up.
         let watcher = panicking_rx.recv().expect("owner reached its panic");
         while !watcher.is_stopped() {
             thread::yield_now();
         }
+        let (accepted, refused) = producer.join().expect("producer");
         latch.open();
         owner_panicked(owner.join());
-        let (accepted, refused) = producer.join().expect("producer");
         // Exactly the lane's capacity got in; the submit that was blocked (or
         // about to block) on the full lane when the owner panicked came back.
         assert_eq!(accepted, (1..=CAPACITY).collect::<Vec<_>>());
