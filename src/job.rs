@@ -279,6 +279,8 @@ impl Context {
     /// (before any wait for room in a full lane) to the start of its run.
     /// So for a job whose `submit` blocked on a full lane, it includes the
     /// time the producer was blocked — the latency its producer saw.
+    /// Always zero in a pool built with
+    /// [`timing(false)`](crate::Builder::timing).
     ///
     /// # Examples
     ///

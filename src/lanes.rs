@@ -199,12 +199,14 @@ pub(crate) struct Lanes<J> {
     idle: Sleepers,
     /// Origin of the nanosecond timestamps in envelopes and worker slots.
     epoch: Instant,
+    /// Whether jobs are timestamped (`Builder::timing`).
+    timing: bool,
 }
 
 impl<J> Lanes<J> {
     /// Creates the lanes; each preallocates its `capacity` slots. Producers
     /// blocked on a full lane are woken once it is down to `low_water`.
-    pub(crate) fn new(capacity: [usize; 3], low_water: [usize; 3]) -> Lanes<J> {
+    pub(crate) fn new(capacity: [usize; 3], low_water: [usize; 3], timing: bool) -> Lanes<J> {
         Lanes {
             queues: capacity.map(LaneQueue::with_capacity),
             capacity,
@@ -220,12 +222,27 @@ impl<J> Lanes<J> {
             idle: Sleepers::new(),
             urgent: Sleepers::new(),
             epoch: Instant::now(),
+            timing,
         }
     }
 
     /// Nanoseconds since the pool's epoch.
     pub(crate) fn now(&self) -> u64 {
         u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// `now()` if jobs are timestamped, else 0 (no clock read).
+    pub(crate) fn stamp(&self) -> u64 {
+        if self.timing {
+            self.now()
+        } else {
+            0
+        }
+    }
+
+    /// Whether jobs are timestamped.
+    pub(crate) fn timing(&self) -> bool {
+        self.timing
     }
 
     /// The instant `nanos` after the pool's epoch.
@@ -267,7 +284,7 @@ impl<J> Lanes<J> {
         }
         let envelope = Envelope {
             job,
-            accepted_at: self.now(),
+            accepted_at: self.stamp(),
         };
         let queue = &self.queues[lane.index()];
         let result = match queue.try_push(envelope) {

@@ -213,8 +213,10 @@ fn wait_idle_sees_the_last_job() {
     model(|| {
         let runs = Arc::new(Runs::default());
         let pool = pool(2);
-        pool.submit(Probe::new(0, Priority::Normal, &runs)).expect("submit");
-        pool.submit(Probe::new(1, Priority::Urgent, &runs)).expect("submit");
+        pool.submit(Probe::new(0, Priority::Normal, &runs))
+            .expect("submit");
+        pool.submit(Probe::new(1, Priority::Urgent, &runs))
+            .expect("submit");
         pool.wait_idle().expect("not on a worker");
         assert_eq!((runs.get(0), runs.get(1)), (1, 1));
         assert_eq!(pool.stats().pending(), 0);

@@ -501,7 +501,7 @@ impl<J: Job> Submitter<J> {
         let shared = &self.shared;
         // `now` is read before the lane lengths, so a lane seen empty was
         // empty at or after `now`: the oldest-wait bound stays an upper bound.
-        let now = shared.lanes.now();
+        let now = shared.lanes.timing().then(|| shared.lanes.now());
         stats::snapshot(
             &shared.slots,
             shared.reserved,
@@ -908,7 +908,11 @@ impl<J: Job> Pool<J> {
                     Ok(_) => {
                         let lane =
                             Priority::from_index(usize::from(slot.lane.load(Ordering::Relaxed)));
-                        let running_since = shared.lanes.instant_at(state - 1);
+                        let running_since = if shared.lanes.timing() {
+                            shared.lanes.instant_at(state - 1)
+                        } else {
+                            Instant::now()
+                        };
                         tracing::warn!(pool = shared.id, worker, %lane, "job still running at the stop deadline; abandoning it");
                         abandoned.push(Abandoned {
                             worker,

@@ -124,7 +124,9 @@ pub struct Abandoned {
     pub worker: usize,
     /// The lane the job was taken from.
     pub lane: Priority,
-    /// When the job started to run.
+    /// When the job started to run (in a pool built with
+    /// [`timing(false)`](crate::Builder::timing): when the stop gave up on
+    /// it).
     pub running_since: Instant,
 }
 

@@ -167,7 +167,8 @@ impl Stats {
     }
 
     /// How long the oldest job waiting in `lane` has been queued, at most;
-    /// `None` if the lane is empty.
+    /// `None` if the lane is empty, or if the pool was built with
+    /// [`timing(false)`](crate::Builder::timing).
     ///
     /// The lanes are FIFO queues that cannot be peeked, so this is an
     /// estimate from above, computed from the acceptance time (see
@@ -280,7 +281,7 @@ pub(crate) fn snapshot(
     counters: &Counters,
     queued: [usize; 3],
     capacity: [usize; 3],
-    now: u64,
+    now: Option<u64>,
     accepted: impl FnOnce() -> u64,
 ) -> Stats {
     let mut stats = Stats {
@@ -309,6 +310,10 @@ pub(crate) fn snapshot(
         }
     }
     stats.accepted = accepted();
+    // Without timestamps (`Builder::timing(false)`) there is no wait to tell.
+    let Some(now) = now else {
+        return stats;
+    };
     for (lane, &depth) in queued.iter().enumerate() {
         let seen_empty = &counters.seen_empty_at[lane];
         if depth == 0 {

@@ -83,7 +83,7 @@ fn run<J: Job>(shared: &Shared<J>, index: usize, mut picker: Picker, role: Role)
         let Some((lane, envelope)) = shared.lanes.take(&mut picker) else {
             break;
         };
-        let start = shared.lanes.now();
+        let start = shared.lanes.stamp();
         let running = start.saturating_add(1).min(ABANDONED - 1);
         slot.lane.store(lane.index() as u8, Ordering::Relaxed);
         slot.taken_accepted_at[lane.index()].store(envelope.accepted_at, Ordering::Relaxed);
