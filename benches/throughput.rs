@@ -340,8 +340,10 @@ fn bench_peer<P: Peer>(
 const PEERS: &[&str] = &[
     "floor",
     "triage_generic",
+    "triage_untimed",
     "triage_fnjob",
     "triage_3lanes",
+    "triage_3lanes_untimed",
     "threadpool",
     "rusty_pool",
     "rayon",
@@ -417,6 +419,30 @@ fn bench_one(
             group,
             id,
             TriageGeneric(triage_builder(n).build().expect("triage pool")),
+            w,
+            iters,
+        ),
+        "triage_untimed" => bench_peer(
+            group,
+            id,
+            TriageGeneric(
+                triage_builder(n)
+                    .timing(false)
+                    .build()
+                    .expect("triage pool"),
+            ),
+            w,
+            iters,
+        ),
+        "triage_3lanes_untimed" => bench_peer(
+            group,
+            id,
+            TriageThreeLanes(
+                triage_builder(n)
+                    .timing(false)
+                    .build()
+                    .expect("triage pool"),
+            ),
             w,
             iters,
         ),

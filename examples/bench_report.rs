@@ -236,6 +236,11 @@ const PEERS: &[(&str, &str, &str)] = &[
         "triage-pool Pool<J>",
     ),
     (
+        "triage_untimed",
+        "triage-pool `Pool<J>`, `timing(false)`",
+        "triage-pool Pool<J>, untimed",
+    ),
+    (
         "triage_fnjob",
         "triage-pool `Pool<FnJob>` (boxed closures)",
         "triage-pool Pool<FnJob>",
@@ -244,6 +249,11 @@ const PEERS: &[(&str, &str, &str)] = &[
         "triage_3lanes",
         "triage-pool `Pool<J>`, jobs over 3 lanes",
         "triage-pool Pool<J>, 3 lanes",
+    ),
+    (
+        "triage_3lanes_untimed",
+        "triage-pool `Pool<J>`, 3 lanes, `timing(false)`",
+        "triage-pool Pool<J>, 3 lanes, untimed",
     ),
     ("threadpool", "`threadpool`", "threadpool"),
     ("rusty_pool", "`rusty_pool`", "rusty_pool"),
