@@ -489,7 +489,11 @@ impl<J> Lanes<J> {
             // asleep (see "Idle waiters"), and no producer may stay
             // blocked waiting for this worker to free a slot (see
             // "Backpressure"; the fence above orders this load).
-            for room in self.room.iter().chain([&self.idle]) {
+            let served = match picker.role {
+                Role::General => &self.room[..],
+                Role::UrgentOnly => &self.room[..1],
+            };
+            for room in served.iter().chain([&self.idle]) {
                 if room.count.load(Ordering::SeqCst) > 0 {
                     room.notify_all();
                 }
