@@ -17,7 +17,8 @@ use crossbeam_utils::CachePadded;
 use crate::job::Priority;
 use crate::stats::Counters;
 use crate::sync::{
-    fence, AtomicBool, AtomicU64, AtomicUsize, Condvar, LaneQueue, Mutex, Ordering, Queue, Spin,
+    fence, thread_local_cell, AtomicBool, AtomicU64, AtomicUsize, Condvar, LaneQueue, Mutex,
+    Ordering, Queue, Spin,
 };
 
 /// A queued job and the time it was accepted.
@@ -57,6 +58,26 @@ pub(crate) enum Role {
     UrgentOnly,
 }
 
+/// Number of stripes the intake gate is split into. Each producer thread
+/// uses one (assigned round-robin on its first submit), so producers on
+/// different cores do not contend on one cache line.
+const STRIPES: usize = 8;
+
+/// Hands out stripes to threads, round-robin. Not part of any protocol.
+#[cfg(not(loom))]
+static NEXT_STRIPE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+#[cfg(loom)]
+loom::lazy_static! {
+    /// Under loom, reset for every execution so that runs are deterministic.
+    static ref NEXT_STRIPE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+}
+
+thread_local_cell! {
+    /// This thread's gate stripe; `usize::MAX` until its first submit.
+    static STRIPE: Cell<usize> = usize::MAX;
+}
+
 /// `Gate::state` bit: intake is closed.
 const CLOSED: u64 = 1;
 /// `Gate::state` increment for one submit inside the gate (bits 1..=20).
@@ -68,10 +89,13 @@ const ACCEPTED: u64 = 1 << 21;
 
 // Intake gate (the shutdown protocol, producer side).
 //
-// `state` = CLOSED bit | IN_FLIGHT × (submits inside the gate) | ACCEPTED ×
-// (jobs accepted). A submit enters with `fetch_add(IN_FLIGHT + ACCEPTED)`
-// and looks at the CLOSED bit in the value it replaced; a stop sets CLOSED
-// with `fetch_or`. (Counting the job as accepted on entry, and taking that
+// The gate is `STRIPES` words; a submit uses its thread's stripe. Each word
+// = CLOSED bit | IN_FLIGHT × (submits inside the gate on that stripe) |
+// ACCEPTED × (jobs accepted through it). A submit enters with
+// `fetch_add(IN_FLIGHT + ACCEPTED)` on its stripe and looks at the CLOSED
+// bit in the value it replaced; a stop sets CLOSED with `fetch_or` on every
+// stripe, then waits for every stripe's in-flight count to reach zero. The
+// argument below holds stripe by stripe. (Counting the job as accepted on entry, and taking that
 // back if it is refused, costs no extra read-modify-write on the hot path
 // and keeps `accepted` ahead of any worker's count of the job.) All of these are
 // read-modify-writes of one atomic, so they are totally ordered:
@@ -93,8 +117,8 @@ const ACCEPTED: u64 = 1 << 21;
 /// The intake gate and the stop signal for blocked submitters.
 #[derive(Debug)]
 struct Gate {
-    /// CLOSED | IN_FLIGHT × submits inside the gate | ACCEPTED × jobs.
-    state: CachePadded<AtomicU64>,
+    /// Per stripe: CLOSED | IN_FLIGHT × submits inside | ACCEPTED × jobs.
+    stripes: [CachePadded<AtomicU64>; STRIPES],
     /// Guards the stopper's sleep in `seal`.
     lock: Mutex<()>,
     /// Wakes the stopper when the last submit leaves a closed gate.
@@ -213,7 +237,7 @@ impl<J> Lanes<J> {
             low_water,
             room: [Sleepers::new(), Sleepers::new(), Sleepers::new()],
             gate: Gate {
-                state: CachePadded::new(AtomicU64::new(0)),
+                stripes: std::array::from_fn(|_| CachePadded::new(AtomicU64::new(0))),
                 lock: Mutex::new(()),
                 cv: Condvar::new(),
             },
@@ -273,12 +297,10 @@ impl<J> Lanes<J> {
         wait: Wait,
         counters: &Counters,
     ) -> Result<(), Refused<J>> {
-        let prev = self
-            .gate
-            .state
-            .fetch_add(IN_FLIGHT + ACCEPTED, Ordering::AcqRel);
+        let stripe = self.stripe();
+        let prev = stripe.fetch_add(IN_FLIGHT + ACCEPTED, Ordering::AcqRel);
         if prev & CLOSED != 0 {
-            self.leave_gate(IN_FLIGHT + ACCEPTED);
+            self.leave_gate(stripe, IN_FLIGHT + ACCEPTED);
             counters.refused.fetch_add(1, Ordering::Relaxed);
             return Err(Refused::Stopped(job));
         }
@@ -297,11 +319,11 @@ impl<J> Lanes<J> {
         match result {
             Ok(()) => {
                 self.wake_for(lane);
-                self.leave_gate(IN_FLIGHT);
+                self.leave_gate(stripe, IN_FLIGHT);
             }
             Err(_) => {
                 counters.refused.fetch_add(1, Ordering::Relaxed);
-                self.leave_gate(IN_FLIGHT + ACCEPTED);
+                self.leave_gate(stripe, IN_FLIGHT + ACCEPTED);
                 // Taking back an acceptance can make the pool idle.
                 self.wake_idle_waiters();
             }
@@ -325,7 +347,7 @@ impl<J> Lanes<J> {
             fence(Ordering::SeqCst);
             // Under the lock: `close` sets CLOSED before it takes this lock
             // to notify, so a close is either seen here or wakes the wait.
-            if self.gate.state.load(Ordering::SeqCst) & CLOSED != 0 {
+            if self.is_closed() {
                 room.count.fetch_sub(1, Ordering::SeqCst);
                 return Err(Refused::Stopped(envelope.job));
             }
@@ -389,11 +411,24 @@ impl<J> Lanes<J> {
         }
     }
 
+    /// The calling thread's gate stripe.
+    fn stripe(&self) -> &AtomicU64 {
+        let index = STRIPE.with(|stripe| {
+            let mut index = stripe.get();
+            if index == usize::MAX {
+                index = NEXT_STRIPE.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % STRIPES;
+                stripe.set(index);
+            }
+            index
+        });
+        &self.gate.stripes[index]
+    }
+
     /// Leaves the gate, taking back `amount` (the acceptance too, for a
     /// refused job); the last submit to leave a closed gate wakes the
     /// stopper waiting in `seal`.
-    fn leave_gate(&self, amount: u64) {
-        let prev = self.gate.state.fetch_sub(amount, Ordering::AcqRel);
+    fn leave_gate(&self, stripe: &AtomicU64, amount: u64) {
+        let prev = stripe.fetch_sub(amount, Ordering::AcqRel);
         if prev & (CLOSED | IN_FLIGHT_MASK) == CLOSED | IN_FLIGHT {
             drop(self.gate.lock.lock());
             self.gate.cv.notify_all();
@@ -413,7 +448,10 @@ impl<J> Lanes<J> {
     /// Closes intake and wakes every submitter blocked on a full lane.
     /// Returns whether this call closed it.
     pub(crate) fn close(&self) -> bool {
-        let prev = self.gate.state.fetch_or(CLOSED, Ordering::SeqCst);
+        let mut prev = CLOSED;
+        for stripe in &self.gate.stripes {
+            prev &= stripe.fetch_or(CLOSED, Ordering::SeqCst);
+        }
         for room in &self.room {
             room.notify_all();
         }
@@ -422,19 +460,30 @@ impl<J> Lanes<J> {
 
     /// Jobs accepted so far (including, transiently, ones being refused).
     pub(crate) fn accepted(&self) -> u64 {
-        self.gate.state.load(Ordering::Acquire) / ACCEPTED
+        self.gate
+            .stripes
+            .iter()
+            .map(|stripe| stripe.load(Ordering::Acquire) / ACCEPTED)
+            .sum()
     }
 
     /// Whether intake is closed.
     pub(crate) fn is_closed(&self) -> bool {
-        self.gate.state.load(Ordering::Acquire) & CLOSED != 0
+        // `close` sets CLOSED on every stripe before it wakes anyone, so
+        // any stripe tells; the last one is set last.
+        self.gate.stripes[STRIPES - 1].load(Ordering::SeqCst) & CLOSED != 0
     }
 
     /// After `close`: waits until every submit that entered the gate before
     /// it closed has left, then seals the lanes and wakes every worker.
     pub(crate) fn seal(&self) {
         let mut guard = self.gate.lock.lock();
-        while self.gate.state.load(Ordering::Acquire) & IN_FLIGHT_MASK != 0 {
+        while self
+            .gate
+            .stripes
+            .iter()
+            .any(|stripe| stripe.load(Ordering::Acquire) & IN_FLIGHT_MASK != 0)
+        {
             self.gate.cv.wait(&mut guard);
         }
         drop(guard);
