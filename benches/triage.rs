@@ -240,19 +240,6 @@ fn format_duration(d: Duration) -> String {
     }
 }
 
-/// `100000` -> `100,000`.
-fn thousands(n: usize) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     // `cargo bench` passes `--bench`; `cargo test --benches` does not.
@@ -288,7 +275,7 @@ fn main() {
     };
     let mut rows = Vec::new();
     for &(backlog, triage_trials, fifo_trials) in backlogs {
-        let scenario = format!("{} × 10 µs", thousands(backlog));
+        let scenario = format!("{} × 10 µs", common::host::thousands(backlog as u64));
         for subject in [
             Subject::Triage { reserved: 0 },
             Subject::Triage { reserved: 1 },
@@ -313,7 +300,7 @@ fn main() {
     let long_backlog = 100;
     for (reserved, trials) in [(0, 100), (1, 300)] {
         rows.push(Row {
-            scenario: format!("{} × 10 ms", thousands(long_backlog)),
+            scenario: format!("{} × 10 ms", common::host::thousands(long_backlog as u64)),
             backlog: long_backlog,
             subject: Subject::Triage { reserved },
             trials: scale(trials),

@@ -445,22 +445,10 @@ fn describe(w: &Workload) -> String {
     };
     format!(
         "{} {work}, {}, {}",
-        thousands(w.jobs as u64),
+        host::thousands(w.jobs as u64),
         plural(s.producers, "producer", "producers"),
         plural(s.workers, "worker", "workers"),
     )
-}
-
-fn thousands(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 /// Versions of the peers as locked in this crate's Cargo.lock.

@@ -1,5 +1,6 @@
-//! What machine a run is on: core count, CPU model, kernel, load, date.
-//! Shared by the bench binaries and `examples/bench_report.rs`.
+//! What machine a run is on: core count, CPU model, kernel, load, date;
+//! and how the reports write numbers. Shared by the bench binaries and
+//! `examples/bench_report.rs`.
 
 /// `(key, value)` pairs describing this machine right now.
 pub(crate) fn describe() -> Vec<(&'static str, String)> {
@@ -71,4 +72,17 @@ pub(crate) fn utc_date_time(unix: u64) -> String {
         secs / 3_600,
         secs % 3_600 / 60
     )
+}
+
+/// `100000` -> `100,000`.
+pub(crate) fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
