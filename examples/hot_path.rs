@@ -1,0 +1,115 @@
+//! A fixed workload for counting the instructions of the hot path with
+//! `valgrind --tool=callgrind`, whose counts repeat exactly from run to run
+//! even on a busy machine (wall-clock comparisons live in `benches/`).
+//!
+//! One worker is held by a gate job while the lane fills with `n` empty
+//! jobs, then released: every submit takes the fast path and the worker
+//! drains the lane without ever sleeping or spinning, so the counts are
+//! per-job costs, not scheduling noise.
+//!
+//! ```sh
+//! cargo build --release --example hot_path
+//! for mode in floor timed untimed; do
+//!     valgrind --tool=callgrind --callgrind-out-file=cg.$mode \
+//!         target/release/examples/hot_path $mode 100000
+//! done
+//! callgrind_annotate --inclusive=yes cg.timed | grep -E 'Lanes<J>::push|worker::run'
+//! ```
+//!
+//! Modes: `timed` (the default `Builder`), `untimed` (`timing(false)`),
+//! `floor` (a std thread draining boxed closures from one bounded crossbeam
+//! channel, the reference the benches compare against).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+
+use triage_pool::{Context, Job, Pool, Priority};
+
+/// Opens once; jobs given one wait for it.
+type Gate = Arc<(Mutex<bool>, Condvar)>;
+
+fn wait(gate: &Gate) {
+    let mut open = gate.0.lock().expect("gate lock");
+    while !*open {
+        open = gate.1.wait(open).expect("gate lock");
+    }
+}
+
+fn open(gate: &Gate) {
+    *gate.0.lock().expect("gate lock") = true;
+    gate.1.notify_all();
+}
+
+/// An empty job that counts itself, or (with a gate) holds its worker.
+struct Empty {
+    gate: Option<Gate>,
+    count: Arc<AtomicUsize>,
+}
+
+impl Job for Empty {
+    type Error = ();
+
+    fn run(&mut self, _ctx: &Context) -> Result<(), ()> {
+        if let Some(gate) = &self.gate {
+            wait(gate);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let mode = args.next().unwrap_or_else(|| "timed".to_owned());
+    let n: usize = args.next().map_or(100_000, |s| s.parse().expect("job count"));
+    let count = Arc::new(AtomicUsize::new(0));
+    let gate: Gate = Arc::new((Mutex::new(false), Condvar::new()));
+    match mode.as_str() {
+        "timed" | "untimed" => {
+            let pool: Pool<Empty> = Pool::builder()
+                .workers(1)
+                .capacity(Priority::Normal, n + 1)
+                .timing(mode == "timed")
+                .build()
+                .expect("pool");
+            let holder = Empty {
+                gate: Some(Arc::clone(&gate)),
+                count: Arc::clone(&count),
+            };
+            assert!(pool.submit(holder).is_ok());
+            for _ in 0..n {
+                let job = Empty {
+                    gate: None,
+                    count: Arc::clone(&count),
+                };
+                assert!(pool.submit(job).is_ok());
+            }
+            open(&gate);
+            assert!(pool.stop().expect("stop").is_clean());
+        }
+        "floor" => {
+            let (tx, rx) = crossbeam_channel::bounded::<Box<dyn FnOnce() + Send>>(n + 1);
+            let holder = Arc::clone(&gate);
+            let counter = Arc::clone(&count);
+            tx.send(Box::new(move || {
+                wait(&holder);
+                counter.fetch_add(1, Ordering::Relaxed);
+            }))
+            .expect("send");
+            let worker = std::thread::spawn(move || rx.into_iter().for_each(|job| job()));
+            for _ in 0..n {
+                let counter = Arc::clone(&count);
+                tx.send(Box::new(move || {
+                    counter.fetch_add(1, Ordering::Relaxed);
+                }))
+                .expect("send");
+            }
+            open(&gate);
+            drop(tx);
+            worker.join().expect("worker");
+        }
+        other => panic!("unknown mode {other:?}: timed, untimed or floor"),
+    }
+    assert_eq!(count.load(Ordering::Relaxed), n + 1);
+    println!("{mode}: {n} jobs");
+}
