@@ -61,7 +61,9 @@ impl Job for Empty {
 fn main() {
     let mut args = std::env::args().skip(1);
     let mode = args.next().unwrap_or_else(|| "timed".to_owned());
-    let n: usize = args.next().map_or(100_000, |s| s.parse().expect("job count"));
+    let n: usize = args
+        .next()
+        .map_or(100_000, |s| s.parse().expect("job count"));
     let count = Arc::new(AtomicUsize::new(0));
     let gate: Gate = Arc::new((Mutex::new(false), Condvar::new()));
     match mode.as_str() {

@@ -9,7 +9,7 @@ use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{guarded, Action, Arrivals, Latch, Ledger, Probe};
+use common::{block_workers, guarded, Action, Arrivals, Latch, Ledger, Probe};
 use triage_pool::{Pool, Priority, SubmitTimeoutError, TrySubmitError};
 
 /// Capacity of the lane under test.
@@ -31,19 +31,6 @@ fn pool() -> Pool<Probe> {
     builder.build().expect("build pool")
 }
 
-/// Occupies the only worker with job `id` (waiting at `latch`) and returns
-/// once it runs, so the lanes are empty and nothing drains them.
-fn block_worker(pool: &Pool<Probe>, ledger: &Arc<Ledger>, id: usize, latch: &Arc<Latch>) {
-    let started = Arrivals::new();
-    pool.submit(
-        Probe::new(id, ledger)
-            .action(Action::Wait(Arc::clone(latch)))
-            .started(&started),
-    )
-    .expect("submit blocker");
-    started.wait_for(1);
-}
-
 /// Fills the Normal lane with jobs `ids` (exactly `CAPACITY` of them).
 fn fill_normal(pool: &Pool<Probe>, ledger: &Arc<Ledger>, ids: std::ops::Range<usize>) {
     assert_eq!(ids.len(), CAPACITY);
@@ -60,7 +47,7 @@ fn fifth_try_submit_is_refused_as_full_with_the_job_inside() {
         let ledger = Ledger::new(6);
         let latch = Latch::new();
         let pool = pool();
-        block_worker(&pool, &ledger, 0, &latch);
+        block_workers(&pool, &ledger, 0..1, &Action::Wait(Arc::clone(&latch)));
         fill_normal(&pool, &ledger, 1..5);
 
         let err = pool
@@ -100,7 +87,7 @@ fn blocked_submit_proceeds_as_soon_as_a_slot_frees() {
         let first = Latch::new();
         let second = Latch::new();
         let pool = Arc::new(pool());
-        block_worker(&pool, &ledger, 0, &first);
+        block_workers(&pool, &ledger, 0..1, &Action::Wait(Arc::clone(&first)));
         // Job 1 is next: when the worker takes it, exactly one slot frees
         // and the worker stays busy (at `second`), so the lane does not
         // drain any further until the test says so.
@@ -157,7 +144,7 @@ fn submit_timeout_gives_the_job_back_after_the_deadline() {
         let ledger = Ledger::new(6);
         let latch = Latch::new();
         let pool = pool();
-        block_worker(&pool, &ledger, 0, &latch);
+        block_workers(&pool, &ledger, 0..1, &Action::Wait(Arc::clone(&latch)));
         fill_normal(&pool, &ledger, 1..5);
 
         let timeout = Duration::from_millis(300);
@@ -196,7 +183,7 @@ fn submit_timeout_proceeds_when_a_slot_frees_before_the_deadline() {
         let ledger = Ledger::new(6);
         let latch = Latch::new();
         let pool = Arc::new(pool());
-        block_worker(&pool, &ledger, 0, &latch);
+        block_workers(&pool, &ledger, 0..1, &Action::Wait(Arc::clone(&latch)));
         fill_normal(&pool, &ledger, 1..5);
 
         let (done_tx, done_rx) = mpsc::channel();
@@ -229,7 +216,7 @@ fn zero_timeout_tries_once() {
         let ledger = Ledger::new(7);
         let latch = Latch::new();
         let pool = pool();
-        block_worker(&pool, &ledger, 0, &latch);
+        block_workers(&pool, &ledger, 0..1, &Action::Wait(Arc::clone(&latch)));
 
         // Room: accepted at once.
         pool.submit_timeout(Probe::new(1, &ledger), Duration::ZERO)
@@ -273,7 +260,7 @@ fn max_timeout_waits_like_submit() {
         let ledger = Ledger::new(6);
         let latch = Latch::new();
         let pool = Arc::new(pool());
-        block_worker(&pool, &ledger, 0, &latch);
+        block_workers(&pool, &ledger, 0..1, &Action::Wait(Arc::clone(&latch)));
         fill_normal(&pool, &ledger, 1..5);
 
         let (done_tx, done_rx) = mpsc::channel();
@@ -312,7 +299,7 @@ fn full_normal_lane_does_not_block_urgent_submits() {
         let ledger = Ledger::new(9);
         let latch = Latch::new();
         let pool = pool();
-        block_worker(&pool, &ledger, 0, &latch);
+        block_workers(&pool, &ledger, 0..1, &Action::Wait(Arc::clone(&latch)));
         fill_normal(&pool, &ledger, 1..5);
         assert!(pool
             .try_submit(Probe::new(8, &ledger))

@@ -6,7 +6,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{guarded, Action, Arrivals, Latch, Ledger, Probe};
+use common::{block_workers, guarded, Action, Arrivals, Latch, Ledger, Probe};
 use triage_pool::{Pool, Priority, Stats};
 
 /// Capacity of each lane, indexed by `Priority::index`.
@@ -230,14 +230,7 @@ fn queued_tracks_each_lane_while_workers_are_blocked() {
         let ledger = Ledger::new(1 + CAPACITY.iter().sum::<usize>());
         let latch = Latch::new();
         let pool = pool(1);
-        let started = Arrivals::new();
-        pool.submit(
-            Probe::new(0, &ledger)
-                .action(Action::Wait(Arc::clone(&latch)))
-                .started(&started),
-        )
-        .expect("submit");
-        started.wait_for(1);
+        block_workers(&pool, &ledger, 0..1, &Action::Wait(Arc::clone(&latch)));
         let mut expected = [0; 3];
         let mut id = 1;
         // Fill the lanes one job at a time, round robin, to capacity.
@@ -265,15 +258,8 @@ fn busy_drops_to_zero_once_an_abandoned_job_ends() {
     guarded(|| {
         let ledger = Ledger::new(1);
         let latch = Latch::new();
-        let started = Arrivals::new();
         let pool = pool(2);
-        pool.submit(
-            Probe::new(0, &ledger)
-                .action(Action::Wait(Arc::clone(&latch)))
-                .started(&started),
-        )
-        .expect("submit");
-        started.wait_for(1);
+        block_workers(&pool, &ledger, 0..1, &Action::Wait(Arc::clone(&latch)));
         let report = pool
             .stop_timeout(Duration::from_millis(100))
             .expect("stop_timeout");

@@ -10,7 +10,7 @@ use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{guarded, Action, Arrivals, Latch, Ledger, Probe};
+use common::{block_workers, guarded, Action, Arrivals, Latch, Ledger, Probe};
 use triage_pool::{Context, FnJob, Pool, Priority, StopReport, Submitter};
 
 /// How long a check that "nothing happened yet" lets time pass. It can only
@@ -28,27 +28,6 @@ fn pool(workers: usize, capacity: usize) -> Pool<Probe> {
         .capacity(Priority::Bulk, capacity)
         .build()
         .expect("build pool")
-}
-
-/// Occupies `ids.len()` workers with jobs doing `action`; returns once all
-/// of them run.
-fn block_workers(
-    pool: &Pool<Probe>,
-    ledger: &Arc<Ledger>,
-    ids: std::ops::Range<usize>,
-    action: &Action,
-) {
-    let started = Arrivals::new();
-    let n = ids.len();
-    for id in ids {
-        pool.submit(
-            Probe::new(id, ledger)
-                .action(action.clone())
-                .started(&started),
-        )
-        .expect("submit blocker");
-    }
-    started.wait_for(n);
 }
 
 /// What a submit did: `Err((is_stopped, id))` with the id of the job it

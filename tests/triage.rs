@@ -7,7 +7,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{guarded, Action, Arrivals, Latch, Ledger, Probe};
+use common::{block_workers, guarded, Action, Arrivals, Latch, Ledger, Probe};
 use triage_pool::{Builder, Context, FnJob, Pool, Priority, Stats, Submitter};
 
 use Priority::{Bulk, Normal, Urgent};
@@ -39,27 +39,6 @@ impl Drop for OpenOnDrop {
     }
 }
 
-/// Submits `n` Normal probes (ids `first..first + n`) that wait at `latch`,
-/// and waits until all of them run, so `n` workers are stuck.
-fn block_workers(
-    pool: &Pool<Probe>,
-    ledger: &Arc<Ledger>,
-    first: usize,
-    n: usize,
-    latch: &Arc<Latch>,
-) {
-    let started = Arrivals::new();
-    for id in first..first + n {
-        pool.submit(
-            Probe::new(id, ledger)
-                .action(Action::Wait(Arc::clone(latch)))
-                .started(&started),
-        )
-        .expect("pool is running");
-    }
-    started.wait_for(n);
-}
-
 /// A closure job that reports its start, then waits at `latch`.
 fn blocker(started: &Arc<Arrivals>, latch: &Arc<Latch>) -> FnJob {
     let (started, latch) = (Arc::clone(started), Arc::clone(latch));
@@ -88,7 +67,7 @@ fn backlog_order(builder: Builder<Probe>, counts: [usize; 3]) -> Vec<Priority> {
     let _release = OpenOnDrop::new(&[&latch]);
     // The blocker is taken while every other lane is empty, so the worker's
     // aging counters start from zero.
-    block_workers(&pool, &ledger, 0, 1, &latch);
+    block_workers(&pool, &ledger, 0..1, &Action::Wait(Arc::clone(&latch)));
     let mut lane_of = vec![Normal];
     for lane in Priority::ALL {
         for _ in 0..counts[lane.index()] {
@@ -202,7 +181,7 @@ fn urgent_is_accepted_while_normal_is_full_and_every_worker_is_busy() {
             .build()
             .expect("build");
         let _release = OpenOnDrop::new(&[&latch]);
-        block_workers(&pool, &ledger, 0, 2, &latch);
+        block_workers(&pool, &ledger, 0..2, &Action::Wait(Arc::clone(&latch)));
         for id in 2..5 {
             pool.try_submit_to(Normal, Probe::new(id, &ledger))
                 .expect("Normal has room");
@@ -416,7 +395,12 @@ fn general_workers_still_take_urgent_first_when_reserved_workers_are_busy() {
         let _release = OpenOnDrop::new(&[&general_latch, &reserved_latch]);
         // Only the general worker takes Normal, so block it first; then the
         // urgent blocker can only go to the reserved worker.
-        block_workers(&pool, &ledger, 0, 1, &general_latch);
+        block_workers(
+            &pool,
+            &ledger,
+            0..1,
+            &Action::Wait(Arc::clone(&general_latch)),
+        );
         let started = Arrivals::new();
         pool.submit(
             Probe::new(1, &ledger)
@@ -830,7 +814,7 @@ fn stats_report_depth_and_oldest_wait_per_lane_while_workers_are_blocked() {
         let latch = Latch::new();
         let pool: Pool<Probe> = Pool::builder().workers(1).build().expect("build");
         let _release = OpenOnDrop::new(&[&latch]);
-        block_workers(&pool, &ledger, 0, 1, &latch);
+        block_workers(&pool, &ledger, 0..1, &Action::Wait(Arc::clone(&latch)));
 
         let (s0_before, s0, _) = snapshot(&pool);
         assert_eq!(queued(&s0), [0, 0, 0]);
@@ -902,7 +886,7 @@ fn oldest_wait_is_a_bound_for_every_lane_even_without_earlier_snapshots() {
         let latch = Latch::new();
         let pool: Pool<Probe> = Pool::builder().workers(1).build().expect("build");
         let _release = OpenOnDrop::new(&[&latch]);
-        block_workers(&pool, &ledger, 0, 1, &latch);
+        block_workers(&pool, &ledger, 0..1, &Action::Wait(Arc::clone(&latch)));
         for (id, lane) in [(1, Urgent), (2, Normal), (3, Bulk)] {
             pool.submit(Probe::new(id, &ledger).lane(lane))
                 .expect("submit");
@@ -931,7 +915,7 @@ fn oldest_wait_follows_the_queue_as_a_worker_takes_from_it() {
         let second = Latch::new();
         let pool: Pool<Probe> = Pool::builder().workers(1).build().expect("build");
         let _release = OpenOnDrop::new(&[&first, &second]);
-        block_workers(&pool, &ledger, 0, 1, &first);
+        block_workers(&pool, &ledger, 0..1, &Action::Wait(Arc::clone(&first)));
 
         // Normal: 1 (holds the worker next), then 2 and 3, each after a gap.
         let started = Arrivals::new();

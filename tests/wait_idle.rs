@@ -9,7 +9,7 @@ use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::Duration;
 
-use common::{guarded, Action, Arrivals, Latch, Ledger, Probe};
+use common::{block_workers, guarded, Action, Latch, Ledger, Probe};
 use triage_pool::{FnJob, Pool, Priority, StopError};
 
 /// How long a check that "nothing happened yet" lets time pass. It can only
@@ -50,15 +50,8 @@ fn waits_for_running_and_queued_jobs() {
     guarded(|| {
         let ledger = Ledger::new(3);
         let latch = Latch::new();
-        let started = Arrivals::new();
         let pool = Arc::new(Pool::builder().workers(1).build().expect("pool"));
-        pool.submit(
-            Probe::new(0, &ledger)
-                .action(Action::Wait(Arc::clone(&latch)))
-                .started(&started),
-        )
-        .expect("submit");
-        started.wait_for(1);
+        block_workers(&pool, &ledger, 0..1, &Action::Wait(Arc::clone(&latch)));
         pool.submit_to(Priority::Bulk, Probe::new(1, &ledger))
             .expect("submit");
         pool.submit_to(Priority::Urgent, Probe::new(2, &ledger))
@@ -89,7 +82,6 @@ fn waits_for_a_producer_blocked_on_a_full_lane() {
     guarded(|| {
         let ledger = Ledger::new(4);
         let latch = Latch::new();
-        let started = Arrivals::new();
         let pool = Arc::new(
             Pool::builder()
                 .workers(1)
@@ -97,13 +89,7 @@ fn waits_for_a_producer_blocked_on_a_full_lane() {
                 .build()
                 .expect("pool"),
         );
-        pool.submit(
-            Probe::new(0, &ledger)
-                .action(Action::Wait(Arc::clone(&latch)))
-                .started(&started),
-        )
-        .expect("submit");
-        started.wait_for(1);
+        block_workers(&pool, &ledger, 0..1, &Action::Wait(Arc::clone(&latch)));
         for id in 1..3 {
             pool.try_submit(Probe::new(id, &ledger)).expect("room");
         }

@@ -9,7 +9,7 @@ use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use triage_pool::{Context, Job, Priority};
+use triage_pool::{Context, Job, Pool, Priority};
 
 /// Default bound for a test body: generous for a loaded 2-core machine, but
 /// a deadlock fails instead of hanging CI.
@@ -271,4 +271,25 @@ impl Drop for Probe {
 /// Number of threads in this process (Linux: entries of /proc/self/task).
 pub fn thread_count() -> Option<usize> {
     std::fs::read_dir("/proc/self/task").ok().map(|d| d.count())
+}
+
+/// Occupies `ids.len()` workers of `pool` with probes doing `action` (such
+/// as `Action::Wait(latch)`); returns once all of them run.
+pub fn block_workers(
+    pool: &Pool<Probe>,
+    ledger: &Arc<Ledger>,
+    ids: std::ops::Range<usize>,
+    action: &Action,
+) {
+    let started = Arrivals::new();
+    let n = ids.len();
+    for id in ids {
+        pool.submit(
+            Probe::new(id, ledger)
+                .action(action.clone())
+                .started(&started),
+        )
+        .expect("submit a blocking job");
+    }
+    started.wait_for(n);
 }
