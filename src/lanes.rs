@@ -114,7 +114,7 @@ const ACCEPTED: u64 = 1 << 21;
 // blocked submit checks CLOSED under that group's lock before each sleep,
 // and hands its job back.
 
-/// The intake gate and the stop signal for blocked submitters.
+/// The intake gate: closes intake and counts submits in progress.
 #[derive(Debug)]
 struct Gate {
     /// Per stripe: CLOSED | IN_FLIGHT × submits inside | ACCEPTED × jobs.
