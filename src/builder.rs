@@ -9,7 +9,7 @@ use crate::error::{BuildError, BuildErrorKind};
 use crate::job::{Job, Priority};
 use crate::lanes::{Envelope, Lanes, Role};
 use crate::pool::{Pool, Shared};
-use crate::worker::{self, Spawn};
+use crate::worker::{self, Hooks, Spawn};
 
 /// Default capacity of each lane, indexed by `Priority::index`.
 const DEFAULT_CAPACITY: [usize; 3] = [256, 1024, 1024];
@@ -26,6 +26,7 @@ const DEFAULT_CAPACITY: [usize; 3] = [256, 1024, 1024];
 /// | [`thread_name`](Self::thread_name) | `"triage-pool"` |
 /// | [`stack_size`](Self::stack_size) | the platform's default |
 /// | [`timing`](Self::timing) | on |
+/// | [`on_worker_start`](Self::on_worker_start), [`on_worker_stop`](Self::on_worker_stop) | none |
 ///
 /// # Examples
 ///
@@ -61,6 +62,8 @@ pub struct Builder<J> {
     stack_size: Option<usize>,
     /// Whether jobs are timestamped.
     timing: bool,
+    /// Worker start / stop callbacks.
+    hooks: Hooks,
     /// Test hook: the worker index whose spawn fails.
     #[cfg(test)]
     fail_spawn_at: Option<usize>,
@@ -79,6 +82,7 @@ impl<J> fmt::Debug for Builder<J> {
             .field("thread_name", &self.thread_name)
             .field("stack_size", &self.stack_size)
             .field("timing", &self.timing)
+            .field("hooks", &self.hooks)
             .finish()
     }
 }
@@ -118,6 +122,7 @@ impl<J: Job> Builder<J> {
             thread_name: "triage-pool".to_owned(),
             stack_size: None,
             timing: true,
+            hooks: Hooks::default(),
             #[cfg(test)]
             fail_spawn_at: None,
             job: PhantomData,
@@ -361,6 +366,69 @@ impl<J: Job> Builder<J> {
         self
     }
 
+    /// Runs `hook` on each worker thread, with the worker's index, before
+    /// the worker takes its first job: the place to open a per-worker
+    /// resource (a database connection in a thread-local, say).
+    ///
+    /// A panic in the hook is caught and logged at `error`; the worker then
+    /// runs normally.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use triage_pool::{FnJob, Pool};
+    ///
+    /// let started = Arc::new(Mutex::new(Vec::new()));
+    /// let log = Arc::clone(&started);
+    /// let pool: Pool<FnJob> = Pool::builder()
+    ///     .workers(2)
+    ///     .on_worker_start(move |worker| log.lock().unwrap().push(worker))
+    ///     .build()?;
+    /// pool.stop()?; // joins the workers, so both hooks have run
+    /// let mut started = started.lock().unwrap().clone();
+    /// started.sort();
+    /// assert_eq!(started, [0, 1]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn on_worker_start(mut self, hook: impl Fn(usize) + Send + Sync + 'static) -> Self {
+        self.hooks.start = Some(std::sync::Arc::new(hook));
+        self
+    }
+
+    /// Runs `hook` on each worker thread, with the worker's index, after
+    /// its last job, as it exits: the place to flush or close a per-worker
+    /// resource. A stop (or `Drop`) that joins the workers returns only
+    /// after every joined worker's hook has run. A worker abandoned by
+    /// [`stop_timeout`](crate::Pool::stop_timeout) runs it when its job
+    /// finally ends.
+    ///
+    /// A panic in the hook is caught and logged at `error`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    /// use std::sync::Arc;
+    /// use triage_pool::{FnJob, Pool};
+    ///
+    /// let stopped = Arc::new(AtomicUsize::new(0));
+    /// let count = Arc::clone(&stopped);
+    /// let pool: Pool<FnJob> = Pool::builder()
+    ///     .workers(3)
+    ///     .on_worker_stop(move |_worker| { count.fetch_add(1, Ordering::SeqCst); })
+    ///     .build()?;
+    /// pool.stop()?;
+    /// assert_eq!(stopped.load(Ordering::SeqCst), 3);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn on_worker_stop(mut self, hook: impl Fn(usize) + Send + Sync + 'static) -> Self {
+        self.hooks.stop = Some(std::sync::Arc::new(hook));
+        self
+    }
+
     #[cfg(test)]
     pub(crate) fn fail_spawn_at(mut self, index: usize) -> Self {
         self.fail_spawn_at = Some(index);
@@ -422,6 +490,7 @@ impl<J: Job> Builder<J> {
             Lanes::new(self.capacity, low_water, self.timing),
             workers,
             self.reserved,
+            self.hooks.clone(),
         ));
         #[cfg(test)]
         tests::LAST_SHARED.with(|last| *last.borrow_mut() = Some(Arc::downgrade(&shared) as _));

@@ -147,7 +147,9 @@
 //!
 //! A job that panics is caught on its worker (which keeps running), and
 //! comes back in [`StopReport::panicked`] with its message. A panic payload
-//! whose own `Drop` panics, or a job whose `Drop` panics, is contained too.
+//! whose own `Drop` panics, a job whose `Drop` panics, and a panicking worker
+//! hook ([`Builder::on_worker_start`], [`Builder::on_worker_stop`]) are
+//! contained too.
 //! Catching needs the default `panic = "unwind"`; under `panic = "abort"` a
 //! panicking job aborts the process like any panic.
 //!

@@ -47,6 +47,8 @@ pub(crate) struct Shared<J: Job> {
     pub(crate) panicked: Mutex<Vec<Panicked<J>>>,
     /// Jobs a worker dequeued but did not start because `discard` was up.
     pub(crate) rescued: Mutex<Vec<(Priority, Envelope<J>)>>,
+    /// The user's worker start / stop callbacks.
+    pub(crate) hooks: worker::Hooks,
     /// Worker threads that have not exited yet.
     pub(crate) live: Mutex<usize>,
     /// Signalled whenever a worker exits.
@@ -54,8 +56,14 @@ pub(crate) struct Shared<J: Job> {
 }
 
 impl<J: Job> Shared<J> {
-    pub(crate) fn new(lanes: Lanes<J>, workers: usize, reserved: usize) -> Shared<J> {
+    pub(crate) fn new(
+        lanes: Lanes<J>,
+        workers: usize,
+        reserved: usize,
+        hooks: worker::Hooks,
+    ) -> Shared<J> {
         Shared {
+            hooks,
             id: NEXT_POOL_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             lanes,
             cancel: Arc::new(Cancel::default()),

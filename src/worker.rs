@@ -20,6 +20,37 @@ thread_local_cell! {
     static CURRENT_POOL: Cell<u64> = 0;
 }
 
+/// A user callback run on a worker thread with the worker's index.
+pub(crate) type Hook = Arc<dyn Fn(usize) + Send + Sync + 'static>;
+
+/// The user's worker lifecycle callbacks (`Builder::on_worker_start` /
+/// `on_worker_stop`).
+#[derive(Clone, Default)]
+pub(crate) struct Hooks {
+    /// Runs on each worker thread before it takes its first job.
+    pub(crate) start: Option<Hook>,
+    /// Runs on each worker thread after its last job, as it exits.
+    pub(crate) stop: Option<Hook>,
+}
+
+impl std::fmt::Debug for Hooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hooks")
+            .field("start", &self.start.is_some())
+            .field("stop", &self.stop.is_some())
+            .finish()
+    }
+}
+
+/// Runs a hook with its panic contained (and logged at `error`).
+fn call_hook(pool: u64, worker: usize, which: &'static str, hook: Option<&Hook>) {
+    if let Some(hook) = hook {
+        if let Err(message) = unwind::catch(|| hook(worker)) {
+            tracing::error!(pool, worker, hook = which, %message, "worker hook panicked");
+        }
+    }
+}
+
 /// Whether the calling thread is one of the workers of pool `id`.
 pub(crate) fn on_worker_of(id: u64) -> bool {
     CURRENT_POOL.with(|current| current.get() == id)
@@ -70,17 +101,36 @@ impl<J: Job> Drop for LiveGuard<'_, J> {
 }
 
 /// The worker loop.
+/// A worker thread: hooks around the loop; counted out of `live` at exit.
 fn run<J: Job>(shared: &Shared<J>, index: usize, mut picker: Picker, role: Role) {
     CURRENT_POOL.with(|current| current.set(shared.id));
     let _live = LiveGuard(shared, index);
     tracing::debug!(pool = shared.id, worker = index, ?role, "worker started");
+    call_hook(
+        shared.id,
+        index,
+        "on_worker_start",
+        shared.hooks.start.as_ref(),
+    );
+    work(shared, index, &mut picker, role);
+    call_hook(
+        shared.id,
+        index,
+        "on_worker_stop",
+        shared.hooks.stop.as_ref(),
+    );
+}
+
+/// Takes and runs jobs until the lanes are sealed and empty, a stop
+/// discards the queue, or a stop abandons this worker's job.
+fn work<J: Job>(shared: &Shared<J>, index: usize, picker: &mut Picker, role: Role) {
     let slot = &shared.slots[index];
     let mut ctx = Context::new(index, role == Role::UrgentOnly, Arc::clone(&shared.cancel));
     loop {
         if shared.discard.load(Ordering::Acquire) {
             break;
         }
-        let Some((lane, envelope)) = shared.lanes.take(&mut picker) else {
+        let Some((lane, envelope)) = shared.lanes.take(picker) else {
             break;
         };
         let start = shared.lanes.stamp();
