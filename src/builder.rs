@@ -490,7 +490,7 @@ impl<J: Job> Builder<J> {
             Lanes::new(self.capacity, low_water, self.timing),
             workers,
             self.reserved,
-            self.hooks.clone(),
+            self.hooks,
         ));
         #[cfg(test)]
         tests::LAST_SHARED.with(|last| *last.borrow_mut() = Some(Arc::downgrade(&shared) as _));

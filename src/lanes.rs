@@ -445,17 +445,15 @@ impl<J> Lanes<J> {
         }
     }
 
-    /// Closes intake and wakes every submitter blocked on a full lane.
-    /// Returns whether this call closed it.
-    pub(crate) fn close(&self) -> bool {
-        let mut prev = CLOSED;
+    /// Closes intake (idempotent) and wakes every submitter blocked on a
+    /// full lane.
+    pub(crate) fn close(&self) {
         for stripe in &self.gate.stripes {
-            prev &= stripe.fetch_or(CLOSED, Ordering::SeqCst);
+            stripe.fetch_or(CLOSED, Ordering::SeqCst);
         }
         for room in &self.room {
             room.notify_all();
         }
-        prev & CLOSED == 0
     }
 
     /// Jobs accepted so far (including, transiently, ones being refused).

@@ -98,14 +98,9 @@ impl<J: Job> Shared<J> {
     /// before any worker can see it), so `true` means every job accepted
     /// before this call finished.
     fn is_idle(&self) -> bool {
-        let mut finished = self.counters.unrun.load(Ordering::Acquire)
-            + self.counters.abandoned.load(Ordering::Acquire);
-        for slot in self.slots.iter() {
-            finished += slot.succeeded.load(Ordering::Acquire)
-                + slot.failed.load(Ordering::Acquire)
-                + slot.panicked.load(Ordering::Acquire);
-        }
-        finished >= self.lanes.accepted()
+        let (succeeded, failed, panicked, unrun, abandoned) =
+            stats::terminal(&self.slots, &self.counters);
+        succeeded + failed + panicked + unrun + abandoned >= self.lanes.accepted()
     }
 
     /// Stops workers from taking queued jobs and raises the cancel flag.
@@ -968,11 +963,7 @@ impl<J: Job> Pool<J> {
             .abandoned
             .fetch_add(abandoned.len() as u64, Ordering::AcqRel);
         StopReport {
-            succeeded: shared
-                .slots
-                .iter()
-                .map(|slot| slot.succeeded.load(Ordering::Acquire))
-                .sum(),
+            succeeded: stats::terminal(&shared.slots, counters).0,
             failed: self.take_failed(),
             panicked: self.take_panicked(),
             unrun,

@@ -274,6 +274,23 @@ impl Stats {
     }
 }
 
+/// Jobs in each terminal state: `(succeeded, failed, panicked, unrun,
+/// abandoned)`, summed over the worker slots and the shared counters.
+pub(crate) fn terminal(
+    slots: &[CachePadded<WorkerSlot>],
+    counters: &Counters,
+) -> (u64, u64, u64, u64, u64) {
+    let (mut succeeded, mut failed, mut panicked) = (0, 0, 0);
+    for slot in slots {
+        succeeded += slot.succeeded.load(Ordering::Acquire);
+        failed += slot.failed.load(Ordering::Acquire);
+        panicked += slot.panicked.load(Ordering::Acquire);
+    }
+    let unrun = counters.unrun.load(Ordering::Acquire);
+    let abandoned = counters.abandoned.load(Ordering::Acquire);
+    (succeeded, failed, panicked, unrun, abandoned)
+}
+
 /// Sums the worker slots and shared counters into a [`Stats`].
 pub(crate) fn snapshot(
     slots: &[CachePadded<WorkerSlot>],
@@ -284,32 +301,27 @@ pub(crate) fn snapshot(
     now: Option<u64>,
     accepted: impl FnOnce() -> u64,
 ) -> Stats {
+    // Terminal counters are read before `accepted`, so a snapshot never
+    // shows more finished than accepted jobs.
+    let (succeeded, failed, panicked, unrun, abandoned) = terminal(slots, counters);
     let mut stats = Stats {
         workers: slots.len() - reserved,
         reserved_urgent_workers: reserved,
-        busy: 0,
+        busy: slots
+            .iter()
+            .filter(|slot| slot.state.load(Ordering::Relaxed) != IDLE)
+            .count(),
         queued,
         oldest_wait: [None; 3],
         capacity,
-        // Terminal counters are read before `accepted`, so a snapshot never
-        // shows more finished than accepted jobs.
-        accepted: 0,
-        succeeded: 0,
-        failed: 0,
-        panicked: 0,
-        unrun: counters.unrun.load(Ordering::Acquire),
-        abandoned: counters.abandoned.load(Ordering::Acquire),
+        accepted: accepted(),
+        succeeded,
+        failed,
+        panicked,
+        unrun,
+        abandoned,
         refused: counters.refused.load(Ordering::Relaxed),
     };
-    for slot in slots {
-        stats.succeeded += slot.succeeded.load(Ordering::Acquire);
-        stats.failed += slot.failed.load(Ordering::Acquire);
-        stats.panicked += slot.panicked.load(Ordering::Acquire);
-        if slot.state.load(Ordering::Relaxed) != IDLE {
-            stats.busy += 1;
-        }
-    }
-    stats.accepted = accepted();
     // Without timestamps (`Builder::timing(false)`) there is no wait to tell.
     let Some(now) = now else {
         return stats;
