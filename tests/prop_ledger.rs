@@ -16,7 +16,7 @@
 mod common;
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::{Arc, Once};
+use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
@@ -488,23 +488,6 @@ fn run_case(case: Case) {
     }
 }
 
-/// Keeps the panics of the jobs under test (on the pool's workers) out of
-/// the output; every other panic still reaches the default hook.
-fn quiet_worker_panics() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        let default = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            let worker = thread::current()
-                .name()
-                .is_some_and(|name| name.starts_with(THREAD_NAME));
-            if !worker {
-                default(info);
-            }
-        }));
-    });
-}
-
 fn lane() -> impl Strategy<Value = Priority> {
     prop_oneof![
         Just(Priority::Urgent),
@@ -569,7 +552,7 @@ proptest! {
 
     #[test]
     fn every_job_ends_where_the_model_says(case in case()) {
-        quiet_worker_panics();
+        common::quiet_panics_on(THREAD_NAME);
         watchdog(CASE_LIMIT, move || run_case(case));
     }
 }

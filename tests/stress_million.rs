@@ -169,20 +169,6 @@ fn produce(p: usize, tx: &Submitter<Probe>, shared: &Shared) {
     }
 }
 
-/// Keeps the 5% panicking jobs (on the pool's workers) out of the output;
-/// every other panic still reaches the default hook.
-fn quiet_worker_panics() {
-    let default = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        let worker = thread::current()
-            .name()
-            .is_some_and(|name| name.starts_with(THREAD_NAME));
-        if !worker {
-            default(info);
-        }
-    }));
-}
-
 /// A fresh seed from the clock.
 fn time_seed() -> u64 {
     SystemTime::now()
@@ -362,7 +348,7 @@ fn check(shared: &Shared, pool: &Pool<Probe>, report: &StopReport<Probe>) {
 
 #[test]
 fn every_one_of_a_million_jobs_is_accounted_for_exactly_once() {
-    quiet_worker_panics();
+    common::quiet_panics_on(THREAD_NAME);
     match std::env::var("STRESS_SEED") {
         Ok(seed) => {
             let seed = seed.parse().expect("STRESS_SEED is a u64");

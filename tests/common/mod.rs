@@ -293,3 +293,21 @@ pub fn block_workers(
     }
     started.wait_for(n);
 }
+
+/// Keeps panics on threads whose name starts with `prefix` (a pool's
+/// workers, for jobs that panic on purpose) out of the test output; every
+/// other panic still reaches the default hook. Installed once per binary.
+pub fn quiet_panics_on(prefix: &'static str) {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let quiet = thread::current()
+                .name()
+                .is_some_and(|name| name.starts_with(prefix));
+            if !quiet {
+                default(info);
+            }
+        }));
+    });
+}
