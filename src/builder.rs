@@ -158,9 +158,16 @@ impl<J: Job> Builder<J> {
     ///
     /// The reserved threads still need a core to run on: when every core
     /// is busy with general workers' CPU-bound jobs, how soon a woken
-    /// reserved thread runs is up to the OS scheduler (milliseconds under
-    /// load). Where that tail matters, leave it a core
-    /// (`workers(cores - reserved)`).
+    /// reserved thread runs is up to the OS scheduler. Measured on 2 cores
+    /// with two general workers in 10 ms jobs (`benches/triage.rs`): median
+    /// 7 µs, but p99 about 2.5 ms — the rest of a busy worker's time slice.
+    /// On Linux 6.12 or later two unprivileged scheduler settings, applied
+    /// from [`on_worker_start`](Self::on_worker_start) (reserved workers
+    /// have the indices `workers..workers + reserved`), bring that p99 to
+    /// about 40 µs: a 0.1 ms time slice for the reserved threads
+    /// (`sched_setattr` with `sched_runtime`) and `SCHED_BATCH` for the
+    /// general ones. This crate makes no system calls of its own; the
+    /// bench's `benches/common/sched.rs` shows both calls.
     ///
     /// # Examples
     ///
@@ -368,7 +375,15 @@ impl<J: Job> Builder<J> {
 
     /// Runs `hook` on each worker thread, with the worker's index, before
     /// the worker takes its first job: the place to open a per-worker
-    /// resource (a database connection in a thread-local, say).
+    /// resource (a database connection in a thread-local, say), or to set
+    /// the thread's scheduling (see
+    /// [`reserved_urgent_workers`](Self::reserved_urgent_workers)).
+    ///
+    /// General workers have the indices `0..workers`, reserved urgent
+    /// workers `workers..workers + reserved` — the same index as
+    /// [`Context::worker_index`](crate::Context::worker_index) and the
+    /// thread name. The hooks of different workers run concurrently, in no
+    /// particular order; `build` does not wait for them.
     ///
     /// A panic in the hook is caught and logged at `error`; the worker then
     /// runs normally.
@@ -383,12 +398,16 @@ impl<J: Job> Builder<J> {
     /// let log = Arc::clone(&started);
     /// let pool: Pool<FnJob> = Pool::builder()
     ///     .workers(2)
-    ///     .on_worker_start(move |worker| log.lock().unwrap().push(worker))
+    ///     .reserved_urgent_workers(1)
+    ///     .on_worker_start(move |worker| {
+    ///         let reserved = worker >= 2;
+    ///         log.lock().unwrap().push((worker, reserved));
+    ///     })
     ///     .build()?;
-    /// pool.stop()?; // joins the workers, so both hooks have run
+    /// pool.stop()?; // joins the workers, so every hook has run
     /// let mut started = started.lock().unwrap().clone();
     /// started.sort();
-    /// assert_eq!(started, [0, 1]);
+    /// assert_eq!(started, [(0, false), (1, false), (2, true)]);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     #[must_use]
