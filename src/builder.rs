@@ -254,12 +254,21 @@ impl<J: Job> Builder<J> {
     /// A general worker that has taken `bound` jobs in a row from *higher*
     /// lanes while the `Normal` (or `Bulk`) lane had work waiting takes its
     /// next job from that lane (for `Bulk`, dequeues from `Urgent` and
-    /// `Normal` both count). When both are due at once, `Normal` goes
-    /// first and `Bulk` right after. So under saturation each non-empty lane
-    /// gets at least one of every `bound + 2` consecutive dequeues of each
-    /// general worker, and `Urgent` keeps at least `bound` of every
-    /// `bound + 2`. Reserved urgent workers are not affected. Defaults to
-    /// 32; `0` behaves like `1`.
+    /// `Normal` both count; a `Bulk` dequeue never ages `Normal`). When
+    /// both are due at once, `Normal` goes first and `Bulk` right after.
+    ///
+    /// So while every lane has work, each general worker:
+    /// - takes a `Normal` job after at most `bound` `Urgent` ones (and at
+    ///   most one due `Bulk` job in between), and a `Bulk` job after at most
+    ///   `bound + 1` jobs from the lanes above it: each of the two gets at
+    ///   least one of every `bound + 2` consecutive dequeues;
+    /// - gives `Urgent` at least `bound` of every `bound + 3` consecutive
+    ///   dequeues, and `bound / (bound + 2)` of them in the long run. (A
+    ///   window of `bound + 2` can hold only `bound - 1` urgent jobs, when a
+    ///   lane started waiting with the others' counters part-way.)
+    ///
+    /// Reserved urgent workers are not affected. Defaults to 32 (`Urgent`
+    /// keeps 94% under full saturation); `0` behaves like `1`.
     ///
     /// # Examples
     ///

@@ -76,8 +76,10 @@ pub trait Job: Send + 'static {
     }
 }
 
-/// The lane a job waits in. Workers always take from the highest non-empty
-/// lane first: `Urgent`, then `Normal`, then `Bulk`.
+/// The lane a job waits in. Workers take from the highest non-empty lane
+/// first: `Urgent`, then `Normal`, then `Bulk` — except that a lower lane
+/// passed over [`starvation_bound`](crate::Builder::starvation_bound) times
+/// in a row gets the next dequeue.
 ///
 /// Each lane has its own bounded capacity (see
 /// [`Builder::capacity`](crate::Builder::capacity)), so a full `Normal` lane

@@ -18,7 +18,7 @@ use crate::job::Priority;
 use crate::stats::Counters;
 use crate::sync::{
     fence, thread_local_cell, AtomicBool, AtomicU64, AtomicUsize, Condvar, LaneQueue, Mutex,
-    Ordering, Queue, Spin,
+    MutexGuard, Ordering, Queue, Spin,
 };
 
 /// A queued job and the time it was accepted.
@@ -172,29 +172,69 @@ struct Gate {
 struct Sleepers {
     /// Threads that registered to sleep (some may be re-checking).
     count: CachePadded<AtomicUsize>,
-    /// Held by a thread from registering until it waits.
-    lock: Mutex<()>,
+    /// Held by a thread from registering until it waits; counts the
+    /// threads waiting on `cv` and the wake-ups sent to them.
+    lock: Mutex<Asleep>,
     /// Where the threads sleep.
     cv: Condvar,
+}
+
+/// The threads in `Sleepers::cv`, and how many of them were already sent a
+/// wake-up they have not woken from yet. `notify_one` tells whether it woke
+/// a thread nobody else had woken: two urgent submits in a row, with one
+/// reserved worker asleep, must not both spend their wake-up on it while
+/// the general workers sleep on (see `wake_for`).
+#[derive(Debug, Default)]
+struct Asleep {
+    waiting: usize,
+    signalled: usize,
 }
 
 impl Sleepers {
     fn new() -> Sleepers {
         Sleepers {
             count: CachePadded::new(AtomicUsize::new(0)),
-            lock: Mutex::new(()),
+            lock: Mutex::new(Asleep::default()),
             cv: Condvar::new(),
         }
     }
 
-    fn notify_one(&self) {
-        drop(self.lock.lock());
-        self.cv.notify_one();
+    /// Wakes one waiting thread that no earlier call has woken; returns
+    /// false if there is none.
+    fn notify_one(&self) -> bool {
+        let mut asleep = self.lock.lock();
+        if asleep.waiting > asleep.signalled {
+            asleep.signalled += 1;
+            self.cv.notify_one();
+            true
+        } else {
+            false
+        }
     }
 
     fn notify_all(&self) {
-        drop(self.lock.lock());
+        let mut asleep = self.lock.lock();
+        asleep.signalled = asleep.waiting;
         self.cv.notify_all();
+    }
+
+    /// Waits on `cv` (until `deadline`, if any) with the bookkeeping of
+    /// `Asleep`; returns whether the deadline passed.
+    fn wait(&self, guard: &mut MutexGuard<'_, Asleep>, deadline: Option<Instant>) -> bool {
+        guard.waiting += 1;
+        let timed_out = match deadline {
+            Some(deadline) => self.cv.wait_until(guard, deadline).timed_out(),
+            None => {
+                self.cv.wait(guard);
+                false
+            }
+        };
+        guard.waiting -= 1;
+        // A thread woken by a notify consumes its wake-up; one that timed
+        // out (or woke spuriously) may take another's, which at worst
+        // makes a later `notify_one` think a thread is still unwoken.
+        guard.signalled = guard.signalled.saturating_sub(1);
+        timed_out
     }
 }
 
@@ -408,13 +448,7 @@ impl<J> Lanes<J> {
                 }
                 Err(envelope) => envelope,
             };
-            let timed_out = match deadline {
-                Some(deadline) => room.cv.wait_until(&mut guard, deadline).timed_out(),
-                None => {
-                    room.cv.wait(&mut guard);
-                    false
-                }
-            };
+            let timed_out = room.wait(&mut guard, deadline);
             room.count.fetch_sub(1, Ordering::SeqCst);
             if timed_out {
                 drop(guard);
@@ -456,7 +490,7 @@ impl<J> Lanes<J> {
                 self.idle.count.fetch_sub(1, Ordering::SeqCst);
                 return;
             }
-            self.idle.cv.wait(&mut guard);
+            self.idle.wait(&mut guard, None);
             self.idle.count.fetch_sub(1, Ordering::SeqCst);
         }
     }
@@ -486,11 +520,20 @@ impl<J> Lanes<J> {
     }
 
     /// Wakes a worker that can take a job just pushed to `lane`.
+    ///
+    /// An urgent job goes to a sleeping reserved worker if one is still
+    /// unwoken, else to a general worker: general workers take urgent jobs
+    /// too, so a second urgent job must not wait for the one reserved
+    /// worker to finish the first while general workers sleep.
     fn wake_for(&self, lane: Priority) {
         fence(Ordering::SeqCst);
-        if lane == Priority::Urgent && self.urgent.count.load(Ordering::Relaxed) > 0 {
-            self.urgent.notify_one();
-        } else if self.general.count.load(Ordering::Relaxed) > 0 {
+        if lane == Priority::Urgent
+            && self.urgent.count.load(Ordering::Relaxed) > 0
+            && self.urgent.notify_one()
+        {
+            return;
+        }
+        if self.general.count.load(Ordering::Relaxed) > 0 {
             self.general.notify_one();
         }
     }
@@ -595,7 +638,7 @@ impl<J> Lanes<J> {
                     room.notify_all();
                 }
             }
-            group.cv.wait(&mut guard);
+            group.wait(&mut guard, None);
             group.count.fetch_sub(1, Ordering::SeqCst);
         }
     }
@@ -661,8 +704,8 @@ impl Picker {
         lanes.freed_slot(index);
         if self.bound.is_some() {
             // Only a dequeue from a *higher* lane passes a lane over: were a
-            // Bulk dequeue to age Normal, Urgent would lose its `bound` of
-            // every `bound + 2` dequeues under full saturation.
+            // Bulk dequeue to age Normal, Urgent would lose its long-run
+            // `bound / (bound + 2)` share under full saturation.
             for other in 1..3 {
                 if other == index || lanes.queues[other].is_empty() {
                     self.passed_over[other] = 0;

@@ -3,7 +3,8 @@
 //!
 //! `triage-pool` runs jobs of one type `J: Job` on a fixed set of OS
 //! threads. Jobs wait in three bounded lanes — `Urgent`, `Normal`, `Bulk` —
-//! and workers always take from the highest lane that has work. Every job
+//! and workers take from the highest lane that has work (a configurable
+//! starvation bound lets a long-waiting lower lane through). Every job
 //! that is accepted ends in exactly one terminal state, and every job that
 //! did not succeed comes back to the caller with its reason.
 //!
@@ -43,7 +44,8 @@
 //! slots are allocated when the pool is built, so queued work never uses more
 //! memory than configured. When a lane is full:
 //! - [`submit`](Submitter::submit) blocks until the workers have drained the
-//!   lane to half its capacity (or the pool stops, which wakes it and hands
+//!   lane to its low-water mark, by default half its capacity
+//!   ([`Builder::low_water`]; or the pool stops, which wakes it and hands
 //!   the job back). Waking the producer once per half lane rather than once
 //!   per freed slot keeps producer and workers from ping-ponging through the
 //!   scheduler on every job;
@@ -86,11 +88,12 @@
 //! **Starvation bound.** Under a sustained stream of higher-lane work, lower
 //! lanes still progress: a general worker that has taken
 //! [`starvation_bound`](Builder::starvation_bound) `k` jobs (default 32) from
-//! other lanes while a lower lane waited serves that lane next. Under
-//! saturation each non-empty lane therefore gets at least one of every
-//! `k + 2` consecutive dequeues of each general worker, and `Urgent` keeps
-//! at least `k` of them. [`Builder::strict_priority`] removes the bound
-//! (lower lanes wait until higher ones are empty).
+//! higher lanes while a lower lane waited serves that lane next. With every
+//! lane saturated, each general worker gives `Normal` and `Bulk` at least
+//! one of every `k + 2` consecutive dequeues each, and `Urgent` at least `k`
+//! of every `k + 3` — `k / (k + 2)` of all dequeues in the long run (94% at
+//! the default). [`Builder::strict_priority`] removes the bound (lower lanes
+//! wait until higher ones are empty).
 //!
 //! A worked example: routine visit forms go to `Normal`, re-scoring to
 //! `Bulk`, adverse events to `Urgent`, with one reserved urgent worker.

@@ -196,8 +196,9 @@ impl<J: Job> Submitter<J> {
     /// Submits `job` to its [`priority`](Job::priority) lane, blocking while
     /// that lane is full.
     ///
-    /// If the lane is full, blocks until the workers have drained it to half
-    /// its capacity (or run out of work), then enqueues — so a producer
+    /// If the lane is full, blocks until the workers have drained it to its
+    /// [low-water mark](crate::Builder::low_water) (by default half its
+    /// capacity) or run out of work, then enqueues — so a producer
     /// refills half a lane per wake-up instead of waking for every freed
     /// slot — or until the pool begins to stop (then the job comes back in
     /// [`SubmitError::Stopped`]). Called from one of
@@ -309,7 +310,7 @@ impl<J: Job> Submitter<J> {
     /// `timeout` for room.
     ///
     /// While the lane is full it waits like [`submit`](Self::submit) (woken
-    /// when the lane has drained to half its capacity), and at the deadline
+    /// when the lane has drained to its low-water mark), and at the deadline
     /// tries once more: the job is refused only if its lane is full at the
     /// deadline.
     ///
@@ -568,18 +569,25 @@ struct Lifecycle {
 /// `Pool<J>` is `Send + Sync`: share it in an `Arc` to stop it from another
 /// thread. Every stop method takes `&self` and is idempotent.
 ///
-/// A job type must be `Send`:
+/// A job type must be `Send` (`Job: Send + 'static`), so a job holding an
+/// `Rc` is rejected at compile time:
 ///
-/// ```compile_fail
+/// ```compile_fail,E0277
 /// use std::rc::Rc;
-/// use triage_pool::{Context, Job};
+/// use triage_pool::{Context, Job, Pool};
 ///
 /// struct NotSend(Rc<u8>);
 ///
 /// impl Job for NotSend {
 ///     type Error = ();
-///     fn run(&mut self, _: &Context) -> Result<(), ()> { Ok(()) }
+///     fn run(&mut self, _: &Context) -> Result<(), ()> {
+///         let _ = *self.0;
+///         Ok(())
+///     }
 /// }
+///
+/// let pool: Pool<NotSend> = Pool::builder().workers(1).build().unwrap();
+/// pool.submit(NotSend(Rc::new(1))).unwrap();
 /// ```
 ///
 /// # Examples
@@ -676,7 +684,8 @@ impl<J: Job> Pool<J> {
     }
 
     /// Stops gracefully: closes intake, runs every job already accepted
-    /// (highest lane first), joins the workers, and reports.
+    /// (highest lane first, within the starvation bound), joins the
+    /// workers, and reports.
     ///
     /// From the moment it is called, every submit is refused with its job
     /// handed back — including submits blocked on a full lane, which wake

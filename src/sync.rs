@@ -11,7 +11,7 @@
 //! workers, stops) is the pool's own protocol on the primitives below.
 
 #[cfg(not(loom))]
-pub(crate) use parking_lot::{Condvar, Mutex};
+pub(crate) use parking_lot::{Condvar, Mutex, MutexGuard};
 #[cfg(not(loom))]
 pub(crate) use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 #[cfg(not(loom))]
@@ -24,7 +24,7 @@ pub(crate) use loom::sync::atomic::{
 #[cfg(loom)]
 pub(crate) use loom::thread;
 #[cfg(loom)]
-pub(crate) use model::{Condvar, Mutex};
+pub(crate) use model::{Condvar, Mutex, MutexGuard};
 
 /// Declares a thread-local with the production or the loom macro.
 macro_rules! thread_local_cell {
