@@ -461,6 +461,65 @@ impl<J: Job> Builder<J> {
         self
     }
 
+    /// Runs `hook` on a worker thread, with the worker's index, each time
+    /// the worker runs out of work after running at least one job (once
+    /// the lanes it serves have stayed empty for a moment, before it
+    /// sleeps), and before the worker exits if it ran a job since —
+    /// however the pool stops, ahead of
+    /// [`on_worker_stop`](Self::on_worker_stop). The
+    /// place to flush a per-worker batch — rows buffered by the jobs, a
+    /// transaction kept open across them — so that nothing waits in a
+    /// batch while the pool is idle.
+    ///
+    /// The hook runs after the last job's outcome was recorded: while it
+    /// runs, [`Stats::busy`](crate::Stats::busy) does not count the worker
+    /// and [`wait_idle`](crate::Submitter::wait_idle) may already have
+    /// returned. A stop, which joins the workers, returns only after every
+    /// joined worker's hooks have run. Jobs queued while the hook runs wait
+    /// for it (other workers may take them). The hook does not run on the
+    /// job path: a worker that always finds work never calls it.
+    ///
+    /// A panic in the hook is caught and logged at `error`; the worker then
+    /// carries on.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::cell::RefCell;
+    /// use std::sync::{Arc, Mutex};
+    /// use triage_pool::{FnJob, Pool};
+    ///
+    /// thread_local! {
+    ///     // Rows a worker's jobs produced and has not written yet.
+    ///     static BATCH: RefCell<Vec<u32>> = RefCell::new(Vec::new());
+    /// }
+    /// let written = Arc::new(Mutex::new(Vec::new()));
+    /// let flush = {
+    ///     let written = Arc::clone(&written);
+    ///     move |_worker: usize| {
+    ///         let rows = BATCH.with(|batch| std::mem::take(&mut *batch.borrow_mut()));
+    ///         written.lock().unwrap().extend(rows); // one transaction, say
+    ///     }
+    /// };
+    /// let pool: Pool<FnJob> = Pool::builder()
+    ///     .workers(2)
+    ///     .on_worker_idle(flush)
+    ///     .build()?;
+    /// for row in 0..100 {
+    ///     pool.submit(FnJob::new(move |_| BATCH.with(|batch| batch.borrow_mut().push(row))))?;
+    /// }
+    /// pool.stop()?; // every worker went idle before it exited
+    /// let mut written = written.lock().unwrap().clone();
+    /// written.sort();
+    /// assert_eq!(written, (0..100).collect::<Vec<_>>());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn on_worker_idle(mut self, hook: impl Fn(usize) + Send + Sync + 'static) -> Self {
+        self.hooks.idle = Some(std::sync::Arc::new(hook));
+        self
+    }
+
     #[cfg(test)]
     pub(crate) fn fail_spawn_at(mut self, index: usize) -> Self {
         self.fail_spawn_at = Some(index);

@@ -596,7 +596,14 @@ impl<J> Lanes<J> {
     /// The next job for a worker: highest lane first (subject to `picker`'s
     /// aging). Sleeps while the lanes are empty; returns `None` once they
     /// are sealed and empty.
-    pub(crate) fn take(&self, picker: &mut Picker) -> Option<(Priority, Envelope<J>)> {
+    ///
+    /// `on_idle`, if given, runs once when the lanes have stayed empty
+    /// through the spin, before the worker sleeps or exits.
+    pub(crate) fn take(
+        &self,
+        picker: &mut Picker,
+        on_idle: Option<&mut dyn FnMut()>,
+    ) -> Option<(Priority, Envelope<J>)> {
         let spin = Spin::new();
         loop {
             if let Some(found) = picker.try_take(self) {
@@ -605,6 +612,9 @@ impl<J> Lanes<J> {
             if !spin.again() {
                 break;
             }
+        }
+        if let Some(on_idle) = on_idle {
+            on_idle();
         }
         let group = match picker.role {
             Role::General => &self.general,

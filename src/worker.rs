@@ -31,6 +31,8 @@ pub(crate) struct Hooks {
     pub(crate) start: Option<Hook>,
     /// Runs on each worker thread after its last job, as it exits.
     pub(crate) stop: Option<Hook>,
+    /// Runs on a worker thread that ran out of work, before it sleeps.
+    pub(crate) idle: Option<Hook>,
 }
 
 impl std::fmt::Debug for Hooks {
@@ -38,6 +40,7 @@ impl std::fmt::Debug for Hooks {
         f.debug_struct("Hooks")
             .field("start", &self.start.is_some())
             .field("stop", &self.stop.is_some())
+            .field("idle", &self.idle.is_some())
             .finish()
     }
 }
@@ -112,7 +115,16 @@ fn run<J: Job>(shared: &Shared<J>, index: usize, mut picker: Picker, role: Role)
         "on_worker_start",
         shared.hooks.start.as_ref(),
     );
-    work(shared, index, &mut picker, role);
+    if work(shared, index, &mut picker, role) {
+        // Left without running out of work (a stop discarded the queue or
+        // abandoned this worker's job): flush like an idle worker would.
+        call_hook(
+            shared.id,
+            index,
+            "on_worker_idle",
+            shared.hooks.idle.as_ref(),
+        );
+    }
     call_hook(
         shared.id,
         index,
@@ -122,17 +134,28 @@ fn run<J: Job>(shared: &Shared<J>, index: usize, mut picker: Picker, role: Role)
 }
 
 /// Takes and runs jobs until the lanes are sealed and empty, a stop
-/// discards the queue, or a stop abandons this worker's job.
-fn work<J: Job>(shared: &Shared<J>, index: usize, picker: &mut Picker, role: Role) {
+/// discards the queue, or a stop abandons this worker's job. Returns
+/// whether a job ran since the idle hook last ran.
+fn work<J: Job>(shared: &Shared<J>, index: usize, picker: &mut Picker, role: Role) -> bool {
     let slot = &shared.slots[index];
     let mut ctx = Context::new(index, role == Role::UrgentOnly, Arc::clone(&shared.cancel));
+    // Whether a job ran since the idle hook last ran (the hook only runs
+    // once per stretch of work).
+    let mut ran = false;
     loop {
         if shared.discard.load(Ordering::Acquire) {
             break;
         }
-        let Some((lane, envelope)) = shared.lanes.take(picker) else {
+        let idle_hook = shared.hooks.idle.as_ref().filter(|_| ran);
+        let mut on_idle = || {
+            ran = false;
+            call_hook(shared.id, index, "on_worker_idle", idle_hook);
+        };
+        let on_idle = idle_hook.map(|_| &mut on_idle as &mut dyn FnMut());
+        let Some((lane, envelope)) = shared.lanes.take(picker, on_idle) else {
             break;
         };
+        ran = true;
         let start = shared.lanes.stamp();
         let running = start.saturating_add(1).min(ABANDONED - 1);
         slot.lane.store(lane.index() as u8, Ordering::Relaxed);
@@ -168,6 +191,7 @@ fn work<J: Job>(shared: &Shared<J>, index: usize, picker: &mut Picker, role: Rol
         }
         record(shared, slot, index, lane, job, outcome);
     }
+    ran
 }
 
 /// Files a finished job under its terminal state.

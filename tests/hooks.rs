@@ -147,3 +147,177 @@ fn panicking_hooks_are_contained() {
         assert!(report.is_clean());
     });
 }
+
+// ---------------------------------------------------------------------------
+// on_worker_idle
+
+thread_local! {
+    /// Job ids a worker has run and not yet flushed.
+    static BATCH: std::cell::RefCell<Vec<usize>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A pool whose jobs stage their id in a per-worker batch that only the idle
+/// hook flushes (to `flushed`, with one message per flush on `flushes`).
+fn batching_pool(
+    workers: usize,
+    flushed: &Arc<Mutex<Vec<usize>>>,
+    flushes: std::sync::mpsc::Sender<(usize, usize)>,
+) -> Pool<FnJob> {
+    let flushed = Arc::clone(flushed);
+    let flushes = Mutex::new(flushes);
+    Pool::builder()
+        .workers(workers)
+        .reserved_urgent_workers(1)
+        .on_worker_idle(move |worker| {
+            let batch = BATCH.with(|batch| std::mem::take(&mut *batch.borrow_mut()));
+            let size = batch.len();
+            flushed.lock().expect("flushed").extend(batch);
+            let _ = flushes.lock().expect("flushes").send((worker, size));
+        })
+        .build()
+        .expect("pool")
+}
+
+fn staging(id: usize) -> FnJob {
+    FnJob::new(move |_| BATCH.with(|batch| batch.borrow_mut().push(id)))
+}
+
+fn sorted(ids: &Arc<Mutex<Vec<usize>>>) -> Vec<usize> {
+    let mut ids = ids.lock().expect("ids").clone();
+    ids.sort_unstable();
+    ids
+}
+
+#[test]
+fn idle_hook_flushes_when_the_pool_runs_out_of_work_without_a_stop() {
+    guarded(|| {
+        let flushed = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let pool = batching_pool(2, &flushed, tx);
+        for round in 0..3 {
+            let ids: Vec<usize> = (round * 100..(round + 1) * 100).collect();
+            for &id in &ids {
+                pool.submit(staging(id)).expect("submit");
+            }
+            // Every staged id reaches `flushed` through idle hooks alone.
+            while flushed.lock().expect("flushed").len() < (round + 1) * 100 {
+                let (worker, _) = rx
+                    .recv_timeout(common::LIMIT)
+                    .expect("an idle hook flushed the rest of the batch");
+                assert!(
+                    worker < 2,
+                    "the reserved worker ran no job, so it never flushes"
+                );
+            }
+            assert_eq!(sorted(&flushed), (0..(round + 1) * 100).collect::<Vec<_>>());
+        }
+        assert!(pool.stop().expect("stop").is_clean());
+        assert_eq!(
+            flushed.lock().expect("flushed").len(),
+            300,
+            "nothing flushed twice"
+        );
+    });
+}
+
+#[test]
+fn idle_hook_runs_once_per_stretch_of_work() {
+    guarded(|| {
+        let flushed = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let pool = batching_pool(1, &flushed, tx);
+        for id in 0..3 {
+            pool.submit(staging(id)).expect("submit");
+            let flush = rx
+                .recv_timeout(common::LIMIT)
+                .expect("the worker went idle");
+            assert_eq!(flush, (0, 1), "one job, one flush");
+        }
+        // The worker ran nothing since its last flush: stopping it (which
+        // wakes it, and it exits) must not call the hook again.
+        assert!(pool.stop().expect("stop").is_clean());
+        assert_eq!(rx.try_iter().collect::<Vec<_>>(), vec![]);
+        assert_eq!(sorted(&flushed), vec![0, 1, 2]);
+    });
+}
+
+#[test]
+fn idle_hook_flushes_whatever_ran_before_any_stop_returns() {
+    guarded(|| {
+        for variant in ["stop", "stop_now", "stop_timeout", "drop"] {
+            let flushed = Arc::new(Mutex::new(Vec::new()));
+            let (tx, _rx) = std::sync::mpsc::channel();
+            let pool = batching_pool(2, &flushed, tx);
+            let latch = common::Latch::new();
+            // Hold both general workers so that a backlog builds up; each
+            // blocker stages its own id first.
+            let started = common::Arrivals::new();
+            for id in 0..2 {
+                let (latch, started) = (Arc::clone(&latch), Arc::clone(&started));
+                pool.submit(FnJob::new(move |_| {
+                    BATCH.with(|batch| batch.borrow_mut().push(id));
+                    started.arrive();
+                    latch.wait();
+                }))
+                .expect("submit");
+            }
+            started.wait_for(2);
+            for id in 2..200 {
+                pool.submit(staging(id)).expect("submit");
+            }
+            let ran = match variant {
+                "drop" => {
+                    latch.open();
+                    drop(pool);
+                    200
+                }
+                _ => {
+                    let opener = {
+                        let latch = Arc::clone(&latch);
+                        std::thread::spawn(move || latch.open())
+                    };
+                    let report = match variant {
+                        "stop" => pool.stop(),
+                        "stop_now" => pool.stop_now(),
+                        _ => pool.stop_timeout(common::LIMIT),
+                    }
+                    .expect("stop");
+                    opener.join().expect("opener");
+                    assert!(report.failed.is_empty() && report.panicked.is_empty());
+                    report.succeeded as usize
+                }
+            };
+            let flushed = sorted(&flushed);
+            assert_eq!(
+                flushed.len(),
+                ran,
+                "{variant}: every job that ran was flushed once"
+            );
+            assert_eq!(flushed, {
+                let mut all: Vec<usize> = flushed.clone();
+                all.dedup();
+                all
+            });
+        }
+    });
+}
+
+#[test]
+fn panicking_idle_hook_is_contained() {
+    guarded(|| {
+        let pool: Pool<FnJob> = Pool::builder()
+            .workers(1)
+            .on_worker_idle(|worker| panic!("idle hook of {worker}"))
+            .build()
+            .expect("pool");
+        for round in 0..3 {
+            let (tx, rx) = std::sync::mpsc::channel();
+            pool.submit(FnJob::new(move |_| tx.send(round).expect("alive")))
+                .expect("submit");
+            assert_eq!(rx.recv_timeout(common::LIMIT), Ok(round));
+            pool.wait_idle().expect("not on a worker");
+        }
+        assert_eq!(pool.stats().workers(), 1);
+        assert_eq!(pool.stop().expect("stop").succeeded, 3);
+    });
+}
