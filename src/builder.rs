@@ -94,10 +94,38 @@ impl<J: Job> Default for Builder<J> {
 }
 
 impl<J: Job> Builder<J> {
-    /// The most worker threads (general plus reserved) a pool may have.
+    /// The most worker threads (general plus reserved) a pool may have;
+    /// more makes [`build`](Self::build) fail with an invalid-config error
+    /// before any thread is spawned.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use triage_pool::{Builder, FnJob, Pool};
+    ///
+    /// let err = Pool::<FnJob>::builder()
+    ///     .workers(Builder::<FnJob>::MAX_WORKERS + 1)
+    ///     .build()
+    ///     .unwrap_err();
+    /// assert!(err.is_invalid_config());
+    /// ```
     pub const MAX_WORKERS: usize = 4096;
 
-    /// The largest capacity a lane may have.
+    /// The largest capacity a lane may have; more makes
+    /// [`build`](Self::build) fail with an invalid-config error before any
+    /// memory is reserved.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use triage_pool::{Builder, FnJob, Pool, Priority};
+    ///
+    /// let err = Pool::<FnJob>::builder()
+    ///     .capacity(Priority::Bulk, Builder::<FnJob>::MAX_CAPACITY + 1)
+    ///     .build()
+    ///     .unwrap_err();
+    /// assert!(err.is_invalid_config());
+    /// ```
     pub const MAX_CAPACITY: usize = 1 << 26;
 
     /// A builder with the defaults listed on [`Builder`]; the same as

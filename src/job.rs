@@ -63,7 +63,39 @@ pub trait Job: Send + 'static {
     /// # Errors
     ///
     /// An `Err` marks the job *failed*; the job and the error are handed back
-    /// in the [`StopReport`](crate::StopReport).
+    /// in the [`StopReport`](crate::StopReport) (or earlier, through
+    /// [`take_failed`](crate::Submitter::take_failed)). A panic marks it
+    /// *panicked*, with the panic message; the worker carries on.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use triage_pool::{Context, Job, Pool};
+    ///
+    /// struct Score(i32);
+    ///
+    /// impl Job for Score {
+    ///     type Error = String;
+    ///     fn run(&mut self, ctx: &Context) -> Result<(), String> {
+    ///         if ctx.is_cancelled() {
+    ///             return Err("cancelled before it started".into());
+    ///         }
+    ///         if self.0 < 0 {
+    ///             return Err(format!("negative score {}", self.0));
+    ///         }
+    ///         Ok(())
+    ///     }
+    /// }
+    ///
+    /// let pool: Pool<Score> = Pool::builder().workers(1).build()?;
+    /// pool.submit(Score(3))?;
+    /// pool.submit(Score(-1))?;
+    /// let report = pool.stop()?;
+    /// assert_eq!(report.succeeded, 1);
+    /// assert_eq!(report.failed[0].error, "negative score -1");
+    /// assert_eq!(report.failed[0].job.0, -1); // the job comes back too
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     fn run(&mut self, ctx: &Context) -> Result<(), Self::Error>;
 
     /// The lane this job is queued in when submitted with
@@ -71,6 +103,31 @@ pub trait Job: Send + 'static {
     /// (such as [`submit_to`](crate::Submitter::submit_to)) override it.
     ///
     /// Defaults to [`Priority::Normal`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use triage_pool::{Context, Job, Pool, Priority};
+    ///
+    /// struct Visit { adverse_event: bool }
+    ///
+    /// impl Job for Visit {
+    ///     type Error = String;
+    ///     fn run(&mut self, ctx: &Context) -> Result<(), String> {
+    ///         assert_eq!(ctx.lane(), self.priority()); // submitted with `submit`
+    ///         Ok(())
+    ///     }
+    ///     fn priority(&self) -> Priority {
+    ///         if self.adverse_event { Priority::Urgent } else { Priority::Normal }
+    ///     }
+    /// }
+    ///
+    /// let pool: Pool<Visit> = Pool::builder().workers(1).build()?;
+    /// pool.submit(Visit { adverse_event: true })?;
+    /// pool.submit(Visit { adverse_event: false })?;
+    /// assert!(pool.stop()?.is_clean());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     fn priority(&self) -> Priority {
         Priority::Normal
     }
@@ -375,6 +432,22 @@ impl Context {
 }
 
 /// The error type of [`FnJob`]: any error, boxed.
+///
+/// # Examples
+///
+/// ```
+/// use triage_pool::{BoxError, FnJob, Pool};
+///
+/// let pool: Pool<FnJob> = Pool::builder().workers(1).build()?;
+/// pool.submit(FnJob::fallible(|_| -> Result<(), BoxError> {
+///     let n: u32 = "x".parse()?; // any error converts with `?`
+///     let _ = n;
+///     Ok(())
+/// }))?;
+/// let report = pool.stop()?;
+/// assert_eq!(report.failed[0].error.to_string(), "invalid digit found in string");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub type BoxError = Box<dyn Error + Send + Sync + 'static>;
 
 /// The closure inside an [`FnJob`].

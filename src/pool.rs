@@ -55,6 +55,41 @@ pub(crate) struct Shared<J: Job> {
     pub(crate) live_cv: Condvar,
 }
 
+/// The last reference to the pool's state is gone. Normally a stop has
+/// handed every job back by then; what is left belongs to a pool dropped on
+/// its own worker thread (nobody is left to receive its report) or is
+/// still queued. Logged, then dropped with their `Drop` panics contained.
+impl<J: Job> Drop for Shared<J> {
+    fn drop(&mut self) {
+        let failed = std::mem::take(self.failed.get_mut());
+        let panicked = std::mem::take(self.panicked.get_mut());
+        let rescued = std::mem::take(self.rescued.get_mut());
+        let mut unrun = rescued.len();
+        self.lanes.drain(|_, envelope| {
+            unrun += 1;
+            drop(unwind::drop_contained(envelope.job));
+        });
+        if failed.len() + panicked.len() + unrun > 0 {
+            tracing::warn!(
+                pool = self.id,
+                failed = failed.len(),
+                panicked = panicked.len(),
+                unrun,
+                "pool state dropped with jobs no report received; they are dropped too"
+            );
+        }
+        failed
+            .into_iter()
+            .for_each(|f| drop(unwind::drop_contained(f)));
+        panicked
+            .into_iter()
+            .for_each(|p| drop(unwind::drop_contained(p)));
+        rescued
+            .into_iter()
+            .for_each(|(_, e)| drop(unwind::drop_contained(e.job)));
+    }
+}
+
 impl<J: Job> Shared<J> {
     pub(crate) fn new(
         lanes: Lanes<J>,
@@ -724,7 +759,7 @@ impl<J: Job> Pool<J> {
     /// Stops at once: closes intake, raises the cancel flag
     /// ([`Context::is_cancelled`](crate::Context::is_cancelled)), hands every
     /// queued job back unrun in [`StopReport::unrun`] (lane order, then
-    /// acceptance order), and waits for the running jobs to return.
+    /// queue order), and waits for the running jobs to return.
     ///
     /// A job a worker had already dequeued when the flag went up, but not
     /// yet started, is handed back unrun too. Jobs running at that moment
@@ -762,8 +797,14 @@ impl<J: Job> Pool<J> {
     /// finish it and log the outcome. A later [`stop`](Self::stop) joins
     /// such threads; dropping the pool does not wait for them.
     ///
-    /// Returns shortly after the deadline (the time for idle workers to
-    /// exit). A zero timeout hands the queue back at once; a timeout too
+    /// Returns shortly after the deadline: the time for the workers not
+    /// running a job to exit. Only jobs are abandoned, not the worker
+    /// hooks: a worker inside its
+    /// [`on_worker_start`](crate::Builder::on_worker_start),
+    /// [`on_worker_idle`](crate::Builder::on_worker_idle) or
+    /// [`on_worker_stop`](crate::Builder::on_worker_stop) hook at the
+    /// deadline is waited for, so keep hooks short (or bounded) where the
+    /// deadline matters. A zero timeout hands the queue back at once; a timeout too
     /// large to add to the current time (such as `Duration::MAX`) waits like
     /// `stop`. If another thread is already stopping the pool, waits for it
     /// until the deadline, then raises the cancel flag and returns an empty
@@ -996,7 +1037,9 @@ impl<J: Job> Drop for Pool<J> {
     ///
     /// Workers a `stop_timeout` abandoned are not waited for. A pool dropped
     /// on one of its own worker threads closes intake and lets its workers
-    /// drain and exit on their own, detached.
+    /// drain and exit on their own, detached; jobs that fail or panic in
+    /// that drain are logged at `warn` (with counts) and dropped when the
+    /// last worker exits.
     fn drop(&mut self) {
         let shared = Arc::clone(&self.submitter.shared);
         if worker::on_worker_of(shared.id) {

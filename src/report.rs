@@ -141,10 +141,15 @@ pub struct Abandoned {
 /// or [`take_panicked`](crate::Submitter::take_panicked) count in the
 /// [`Stats`](crate::Stats) but are not in the report again).
 ///
-/// `unrun` is in lane order (`Urgent` first) and, within a lane, in the
-/// order the jobs were accepted, so a resume file written from it keeps the
-/// submission order. `failed` and `panicked` are in the order the jobs
-/// finished.
+/// `unrun` is in lane order (`Urgent` first) and, within a lane, in queue
+/// order: the order the jobs were accepted, so a resume file written from
+/// it keeps one producer's submission order (submits racing from several
+/// threads are in the order their pushes landed). The few jobs that workers
+/// had already dequeued but not started when a stop discarded the queue (at
+/// most one per worker) come first in their lane, ordered by acceptance
+/// time — in no particular order among themselves with
+/// [`timing(false)`](crate::Builder::timing). `failed` and `panicked` are
+/// in the order the jobs finished.
 ///
 /// Only the call that performs the stop receives the jobs; any other stop
 /// call (a second `stop`, a concurrent one, or `Drop`) gets an empty report.
@@ -176,7 +181,8 @@ pub struct StopReport<J: Job> {
     /// Jobs whose `run` panicked, with their messages (those not already
     /// taken with [`take_panicked`](crate::Submitter::take_panicked)).
     pub panicked: Vec<Panicked<J>>,
-    /// Jobs accepted but never run, in lane order then acceptance order.
+    /// Jobs accepted but never run, in lane order then queue order (see
+    /// above).
     pub unrun: Vec<Unrun<J>>,
     /// Jobs still running at a `stop_timeout` deadline.
     pub abandoned: Vec<Abandoned>,
