@@ -34,6 +34,10 @@
 //! scheduler for a short slice for the reserved worker and `SCHED_BATCH`
 //! for the general ones (`common::sched`, Linux 6.12+, no privileges),
 //! which lets it preempt a busy worker at once.
+//!
+//! Last, how long `stop()` takes on an idle pool, against dropping the
+//! floor's channel and joining its threads (the issue's "stop on an idle
+//! pool returns promptly": no polling interval in the shutdown path).
 
 mod common;
 
@@ -402,7 +406,9 @@ fn main() {
         pool.join();
     }
 
-    let table = render(&host, &rows, iters_per_us, started.elapsed(), smoke, quick);
+    let stops = measure_idle_stops(scale(200));
+    let mut table = render(&host, &rows, iters_per_us, started.elapsed(), smoke, quick);
+    table.push_str(&render_stops(&stops));
     print!("{table}");
     if let Some(path) = out {
         match std::fs::write(&path, &table) {
@@ -410,6 +416,72 @@ fn main() {
             Err(e) => eprintln!("could not write {path}: {e}"),
         }
     }
+}
+
+/// How long stopping an idle 2-worker pool takes, for `trials` pools each:
+/// triage-pool's `stop()`, and the floor (dropping the sender of a bounded
+/// crossbeam channel and joining its 2 threads) as the reference for "as
+/// fast as waking and joining threads can be". Interleaved trial by trial.
+/// Both sides' workers are asleep when the clock starts (each pool first
+/// runs one job per worker, then idles 2 ms: far longer than any spin).
+fn measure_idle_stops(trials: usize) -> [(&'static str, Vec<Duration>); 2] {
+    let mut pool_stops = Vec::with_capacity(trials);
+    let mut floor_stops = Vec::with_capacity(trials);
+    for _ in 0..trials {
+        let pool: Pool<Task> = Pool::builder()
+            .workers(WORKERS)
+            .build()
+            .expect("build the pool");
+        for _ in 0..WORKERS {
+            pool.submit(Task::Work(0)).expect("room");
+        }
+        pool.wait_idle().expect("not on a worker");
+        thread::sleep(Duration::from_millis(2));
+        let begin = Instant::now();
+        let report = pool.stop().expect("not on a worker");
+        pool_stops.push(begin.elapsed());
+        assert!(report.is_clean());
+
+        let floor = Floor::new(WORKERS, 1024);
+        for _ in 0..WORKERS {
+            floor.submit(Box::new(|| ()));
+        }
+        thread::sleep(Duration::from_millis(2));
+        let begin = Instant::now();
+        drop(floor);
+        floor_stops.push(begin.elapsed());
+    }
+    [
+        ("triage-pool `stop()`, 2 idle workers", pool_stops),
+        (
+            "floor: drop the channel's sender, join 2 idle threads",
+            floor_stops,
+        ),
+    ]
+}
+
+/// The idle-stop table.
+fn render_stops(stops: &[(&'static str, Vec<Duration>)]) -> String {
+    let mut s = String::from(
+        "\nStopping an idle pool (no polling interval anywhere in the shutdown \
+         path, so this is the cost of waking and joining the threads):\n\n\
+         | what | trials | median | p99 | max |\n|---|---:|---:|---:|---:|\n",
+    );
+    for (what, times) in stops {
+        let mut sorted = times.clone();
+        sorted.sort_unstable();
+        if sorted.is_empty() {
+            continue;
+        }
+        s.push_str(&format!(
+            "| {what} | {} | {} | {} | {} |\n",
+            sorted.len(),
+            format_duration(percentile(&sorted, 0.5)),
+            format_duration(percentile(&sorted, 0.99)),
+            format_duration(*sorted.last().expect("non-empty")),
+        ));
+    }
+    s
 }
 
 /// The markdown the bench prints (and `bench_report` embeds).
