@@ -361,3 +361,56 @@ fn pool_of<J: Job>(capacity: usize) -> Pool<J> {
         .build()
         .expect("pool")
 }
+
+/// `stop_timeout` whose deadline has passed, racing the end of a running
+/// job and a worker about to take a queued one: each job is exactly one of
+/// succeeded, abandoned (still running at the deadline) or unrun — never
+/// two, never none — and the ledger balances. The worker runs with the
+/// starvation bound (not strict priority, as the other models), so its
+/// aging path runs here too.
+///
+/// Injected bug: the worker's end-of-job compare-exchange replaced by a
+/// plain store of `IDLE` that never reports the job abandoned
+/// (src/worker.rs, "Abandoning a job") — loom found the job counted both
+/// as succeeded and abandoned: the ledger assertion
+/// `accepted == finished` below failed.
+#[test]
+fn abandon_races_job_end() {
+    model(|| {
+        let runs = Arc::new(Runs::default());
+        let pool: Pool<Probe> = Pool::builder()
+            .workers(1)
+            .capacity(Priority::Urgent, 1)
+            .capacity(Priority::Normal, 1)
+            .capacity(Priority::Bulk, 1)
+            .starvation_bound(1)
+            .build()
+            .expect("pool");
+        pool.submit(Probe::new(0, Priority::Urgent, &runs))
+            .expect("submit");
+        pool.submit(Probe::new(1, Priority::Bulk, &runs))
+            .expect("submit");
+        let report = pool
+            .stop_timeout(std::time::Duration::ZERO)
+            .expect("stop_timeout");
+        let stats = pool.stats();
+        assert_eq!(
+            report.succeeded as usize + report.unrun.len() + report.abandoned.len(),
+            2,
+            "{report:?}"
+        );
+        assert!(report.abandoned.len() <= 1, "one worker: {report:?}");
+        for unrun in &report.unrun {
+            assert_eq!(
+                runs.get(unrun.job.id),
+                0,
+                "job {} ran and came back",
+                unrun.job.id
+            );
+        }
+        assert_eq!(stats.accepted(), stats.finished());
+        assert_eq!(stats.abandoned(), report.abandoned.len() as u64);
+        // An abandoned job still ends (once) on its own thread.
+        drop(pool);
+    });
+}

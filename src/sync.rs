@@ -211,12 +211,17 @@ mod model {
             guard.0 = Some(self.0.wait(inner).unwrap());
         }
 
-        /// Deadlines are not modelled: waits like `wait`.
+        /// Time is not modelled, except that a deadline already passed
+        /// times out at once (what `stop_timeout(Duration::ZERO)` relies
+        /// on); any other deadline waits like `wait`.
         pub(crate) fn wait_until<T>(
             &self,
             guard: &mut MutexGuard<'_, T>,
-            _deadline: Instant,
+            deadline: Instant,
         ) -> Timeout {
+            if Instant::now() >= deadline {
+                return Timeout(true);
+            }
             self.wait(guard);
             Timeout(false)
         }
