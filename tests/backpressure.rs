@@ -6,17 +6,21 @@
 mod common;
 
 use std::sync::{mpsc, Arc};
-use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{block_workers, guarded, Action, Arrivals, Latch, Ledger, Probe};
+use common::{
+    block_workers, guarded, spawn_with_tid, wait_blocked_in_submit, Action, Arrivals, Latch,
+    Ledger, Probe,
+};
 use triage_pool::{Pool, Priority, SubmitTimeoutError, TrySubmitError};
 
 /// Capacity of the lane under test.
 const CAPACITY: usize = 4;
 
 /// How long a check that "nothing happened yet" lets time pass. It can only
-/// make a broken pool look correct, never the reverse.
+/// make a broken pool look correct, never the reverse. (Waiting for a
+/// producer to block is not such a check: `wait_blocked_in_submit` waits
+/// until it is asleep in the submit.)
 const STILL_BLOCKED: Duration = Duration::from_millis(200);
 
 /// A 1-worker pool whose lanes hold `CAPACITY` jobs each and wake blocked
@@ -105,18 +109,21 @@ fn blocked_submit_proceeds_as_soon_as_a_slot_frees() {
         assert_eq!(pool.stats().queued(Priority::Normal), CAPACITY);
 
         let (done_tx, done_rx) = mpsc::channel();
-        let producer = {
+        let (producer, tid) = {
             let tx = pool.submitter();
             let ledger = Arc::clone(&ledger);
-            thread::spawn(move || {
+            spawn_with_tid(move || {
                 let result = tx
                     .submit(Probe::new(5, &ledger))
                     .map_err(|e| e.into_inner().id);
                 done_tx.send(result).expect("test alive");
             })
         };
+        // Jobs 0..=4 and the producer's: it is asleep waiting for room, so
+        // only the slot freed below can let it proceed.
+        wait_blocked_in_submit(&pool, 6, &[tid]);
         assert!(
-            done_rx.recv_timeout(STILL_BLOCKED).is_err(),
+            done_rx.try_recv().is_err(),
             "submit to a full lane returned instead of blocking"
         );
 
@@ -187,17 +194,22 @@ fn submit_timeout_proceeds_when_a_slot_frees_before_the_deadline() {
         fill_normal(&pool, &ledger, 1..5);
 
         let (done_tx, done_rx) = mpsc::channel();
-        let producer = {
+        let (producer, tid) = {
             let tx = pool.submitter();
             let ledger = Arc::clone(&ledger);
-            thread::spawn(move || {
+            spawn_with_tid(move || {
                 let result = tx
                     .submit_timeout(Probe::new(5, &ledger), common::LIMIT)
                     .map_err(|e| e.into_inner().id);
                 done_tx.send(result).expect("test alive");
             })
         };
-        assert!(done_rx.recv_timeout(STILL_BLOCKED).is_err());
+        // Jobs 0..=4 and the producer's: it is asleep waiting for room.
+        wait_blocked_in_submit(&pool, 6, &[tid]);
+        assert!(
+            done_rx.try_recv().is_err(),
+            "submit_timeout to a full lane returned before its deadline"
+        );
         latch.open();
         assert_eq!(
             done_rx.recv_timeout(common::LIMIT).expect("no answer"),
@@ -264,10 +276,10 @@ fn max_timeout_waits_like_submit() {
         fill_normal(&pool, &ledger, 1..5);
 
         let (done_tx, done_rx) = mpsc::channel();
-        let producer = {
+        let (producer, tid) = {
             let tx = pool.submitter();
             let ledger = Arc::clone(&ledger);
-            thread::spawn(move || {
+            spawn_with_tid(move || {
                 // Must neither overflow (panic) nor give up.
                 let result = tx
                     .submit_timeout(Probe::new(5, &ledger), Duration::MAX)
@@ -275,8 +287,9 @@ fn max_timeout_waits_like_submit() {
                 done_tx.send(result).expect("test alive");
             })
         };
+        wait_blocked_in_submit(&pool, 6, &[tid]);
         assert!(
-            done_rx.recv_timeout(STILL_BLOCKED).is_err(),
+            done_rx.try_recv().is_err(),
             "submit_timeout(Duration::MAX) on a full lane returned at once"
         );
         latch.open();
@@ -357,20 +370,19 @@ fn by_default_a_blocked_submit_waits_for_the_lane_to_drain_to_half() {
             pool.try_submit(job(id)).expect("room in the lane");
         }
         let (done_tx, done_rx) = mpsc::channel();
-        let producer = {
+        let (producer, tid) = {
             let tx = pool.submitter();
             let ledger = Arc::clone(&ledger);
-            thread::spawn(move || {
+            spawn_with_tid(move || {
                 let result = tx
                     .submit(Probe::new(5, &ledger))
                     .map_err(|e| e.into_inner().id);
                 done_tx.send(result).expect("test alive");
             })
         };
-        assert!(
-            done_rx.recv_timeout(STILL_BLOCKED).is_err(),
-            "full lane did not block"
-        );
+        // Jobs 0..=4 and the producer's: it is asleep waiting for room.
+        wait_blocked_in_submit(&pool, 6, &[tid]);
+        assert!(done_rx.try_recv().is_err(), "full lane did not block");
 
         // One slot frees (depth 3 of 4): above the low-water mark of 2.
         latches[0].open();

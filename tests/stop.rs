@@ -10,11 +10,16 @@ use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{block_workers, guarded, Action, Arrivals, Latch, Ledger, Probe};
+use common::{
+    block_workers, guarded, spawn_with_tid, wait_blocked_in_submit, Action, Arrivals, Latch,
+    Ledger, Probe,
+};
 use triage_pool::{Context, FnJob, Pool, Priority, StopReport, Submitter};
 
 /// How long a check that "nothing happened yet" lets time pass. It can only
-/// make a broken pool look correct, never the reverse.
+/// make a broken pool look correct, never the reverse. (Waiting for a
+/// producer to block is not such a check: `wait_blocked_in_submit` waits
+/// until it is asleep in the submit.)
 const STILL_BLOCKED: Duration = Duration::from_millis(200);
 
 /// Slack allowed past a `stop_timeout` deadline on a loaded machine.
@@ -37,18 +42,18 @@ type Outcome = Result<(), (bool, usize)>;
 /// One of the blocking submit variants.
 type How = fn(&Submitter<Probe>, Probe) -> Outcome;
 
+/// A producer thread: the receiver of its submit's outcome, its handle, and
+/// its kernel thread id (for `wait_blocked_in_submit`).
+type Producer = (mpsc::Receiver<Outcome>, thread::JoinHandle<()>, Option<u32>);
+
 /// Submits `job` on a new thread with `how`; the receiver yields the
 /// outcome.
-fn submit_in_thread(
-    tx: Submitter<Probe>,
-    job: Probe,
-    how: How,
-) -> (mpsc::Receiver<Outcome>, thread::JoinHandle<()>) {
+fn submit_in_thread(tx: Submitter<Probe>, job: Probe, how: How) -> Producer {
     let (done_tx, done_rx) = mpsc::channel();
-    let handle = thread::spawn(move || {
+    let (handle, tid) = spawn_with_tid(move || {
         let _ = done_tx.send(how(&tx, job));
     });
-    (done_rx, handle)
+    (done_rx, handle, tid)
 }
 
 fn via_submit(tx: &Submitter<Probe>, job: Probe) -> Outcome {
@@ -111,9 +116,12 @@ fn stop_runs_every_accepted_job_exactly_once() {
         assert_eq!(pool.stats().queued_total(), queued);
 
         // A submit blocked on the full Normal lane returns once intake closes.
-        let (intake, producer) =
+        let (intake, producer, tid) =
             submit_in_thread(pool.submitter(), Probe::new(late, &ledger), via_submit);
-        assert!(intake.recv_timeout(STILL_BLOCKED).is_err());
+        // Only once it sleeps in the lane's wait does the stop below have
+        // to wake it (the workers stay stuck, so nothing else will).
+        wait_blocked_in_submit(&pool, late as u64 + 1, &[tid]);
+        assert!(intake.try_recv().is_err(), "submit to a full lane returned");
         let (report_tx, report_rx) = mpsc::channel();
         let stopper = {
             let pool = Arc::clone(&pool);
@@ -365,7 +373,7 @@ fn stop_timeout_while_another_stop_drains_returns_by_its_deadline() {
         block_workers(&pool, &ledger, 0..1, &Action::Wait(Arc::clone(&latch)));
         pool.submit(Probe::new(1, &ledger)).expect("submit");
         pool.submit(Probe::new(2, &ledger)).expect("submit");
-        let (intake, producer) =
+        let (intake, producer, _) =
             submit_in_thread(pool.submitter(), Probe::new(3, &ledger), via_submit);
         let (report_tx, report_rx) = mpsc::channel();
         let drainer = {
@@ -430,7 +438,7 @@ fn stop_timeout_with_duration_max_waits_like_stop() {
         for id in 1..5 {
             pool.submit(Probe::new(id, &ledger)).expect("submit");
         }
-        let (intake, producer) =
+        let (intake, producer, _) =
             submit_in_thread(pool.submitter(), Probe::new(5, &ledger), via_submit);
         let (report_tx, report_rx) = mpsc::channel();
         let stopper = {
@@ -571,7 +579,7 @@ fn stop_now_escalates_a_draining_stop_and_waits_for_it() {
         block_workers(&pool, &ledger, 0..1, &Action::WaitCancelled);
         pool.submit(Probe::new(1, &ledger)).expect("submit");
         pool.submit(Probe::new(2, &ledger)).expect("submit");
-        let (intake, producer) =
+        let (intake, producer, _) =
             submit_in_thread(pool.submitter(), Probe::new(3, &ledger), via_submit);
         let (report_tx, report_rx) = mpsc::channel();
         let drainer = {
@@ -818,8 +826,12 @@ fn blocked_submitters_are_woken_by_stop_and_get_their_jobs_back() {
             .zip(3..)
             .map(|(how, id)| submit_in_thread(pool.submitter(), Probe::new(id, &ledger), how))
             .collect();
-        for (rx, _) in &producers {
-            assert!(rx.recv_timeout(STILL_BLOCKED).is_err(), "not blocked");
+        // Jobs 0..3 plus one per producer; each producer asleep in the wait
+        // for room, which only the stop can end (the worker stays stuck).
+        let tids: Vec<_> = producers.iter().map(|(_, _, tid)| *tid).collect();
+        wait_blocked_in_submit(&pool, 3 + hows.len() as u64, &tids);
+        for (rx, _, _) in &producers {
+            assert!(rx.try_recv().is_err(), "not blocked");
         }
 
         let (report_tx, report_rx) = mpsc::channel();
@@ -830,7 +842,7 @@ fn blocked_submitters_are_woken_by_stop_and_get_their_jobs_back() {
         // Every blocked submit gets its job back while the stop is still
         // waiting for the stuck worker: the stop woke them, it did not wait
         // for them.
-        for ((rx, handle), id) in producers.into_iter().zip(3..) {
+        for ((rx, handle, _), id) in producers.into_iter().zip(3..) {
             let outcome = rx.recv_timeout(common::LIMIT).expect("submitter not woken");
             assert_eq!(outcome, Err((true, id)));
             handle.join().expect("producer");
@@ -861,8 +873,13 @@ fn stop_now_wakes_blocked_submitters_too() {
         block_workers(&pool, &ledger, 0..1, &Action::WaitCancelled);
         pool.submit(Probe::new(1, &ledger)).expect("submit");
         pool.submit(Probe::new(2, &ledger)).expect("submit");
-        let (rx, producer) = submit_in_thread(pool.submitter(), Probe::new(3, &ledger), via_submit);
-        assert!(rx.recv_timeout(STILL_BLOCKED).is_err(), "not blocked");
+        let (rx, producer, tid) =
+            submit_in_thread(pool.submitter(), Probe::new(3, &ledger), via_submit);
+        // Jobs 0..=2 and the producer's: it is asleep waiting for room. Once
+        // the cancel flag is up the worker exits without taking another job,
+        // so no slot frees: only stop_now itself can wake the producer.
+        wait_blocked_in_submit(&pool, 4, &[tid]);
+        assert!(rx.try_recv().is_err(), "not blocked");
 
         let report = pool.stop_now().expect("stop_now");
         assert_eq!(

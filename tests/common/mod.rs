@@ -311,3 +311,121 @@ pub fn quiet_panics_on(prefix: &'static str) {
         }));
     });
 }
+
+/// Polls `cond` until it holds or `limit` passes; returns whether it held.
+/// For states the pool exposes but signals no event for (stats counters,
+/// thread states): it yields between the first polls, then sleeps 1 ms
+/// between polls so it does not starve the threads it is waiting for.
+pub fn wait_until(mut cond: impl FnMut() -> bool, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    let mut polls = 0_u32;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        polls += 1;
+        if polls < 100 {
+            thread::yield_now();
+        } else {
+            thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
+/// The calling thread's kernel thread id (Linux: from /proc/thread-self);
+/// `None` where that cannot be read.
+pub fn current_tid() -> Option<u32> {
+    let link = std::fs::read_link("/proc/thread-self").ok()?;
+    link.file_name()?.to_str()?.parse().ok()
+}
+
+/// The scheduler state of thread `tid` of this process, as the letter in
+/// /proc/self/task/<tid>/stat: `'S'` asleep in the kernel (a futex, so a
+/// condvar, a parked mutex, a channel), `'R'` running or runnable, ...;
+/// `None` if the thread has exited (or /proc cannot be read).
+pub fn thread_state(tid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).ok()?;
+    // "tid (name) S ...": the name may contain anything, so look after the
+    // last ')'.
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
+}
+
+/// Spawns `f` on a new thread that first reports its kernel thread id
+/// ([`current_tid`]), so the test can watch its state with
+/// [`thread_state`]; returns once the thread has started.
+pub fn spawn_with_tid<T, F>(f: F) -> (thread::JoinHandle<T>, Option<u32>)
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    let (tid_tx, tid_rx) = mpsc::channel();
+    let handle = thread::spawn(move || {
+        tid_tx
+            .send(current_tid())
+            .expect("spawner waits for the id");
+        f()
+    });
+    let tid = tid_rx
+        .recv_timeout(LIMIT)
+        .expect("spawned thread did not start");
+    (handle, tid)
+}
+
+/// Waits until the producer threads `producers` (ids from
+/// [`spawn_with_tid`]) are blocked inside a submit to a full lane of
+/// `pool`, which by then has counted `accepted` jobs in all.
+///
+/// A submit counts its job as accepted when it enters the intake gate,
+/// before it waits for room (see `Stats::accepted`), and inside the gate a
+/// producer sleeps only waiting for room or for intake to close. So once
+/// `accepted` is reached and every producer is asleep, each of them is
+/// parked in that wait, not merely on its way in: whatever the test does
+/// next has to wake it. Where thread states cannot be read (`None` ids, not
+/// Linux) this settles for the count.
+///
+/// Panics at once if a producer exits (its submit returned instead of
+/// blocking) or more jobs are accepted than expected, and after `LIMIT` if
+/// the producers never get there.
+#[track_caller]
+pub fn wait_blocked_in_submit<J: Job>(
+    pool: &triage_pool::Submitter<J>,
+    accepted: u64,
+    producers: &[Option<u32>],
+) {
+    let blocked = wait_until(
+        || {
+            for &tid in producers.iter().flatten() {
+                assert!(
+                    !matches!(thread_state(tid), None | Some('Z' | 'X')),
+                    "producer thread {tid} exited: its submit returned instead of blocking"
+                );
+            }
+            let now = pool.stats().accepted();
+            assert!(
+                now <= accepted,
+                "{now} jobs accepted, expected {accepted} with the producers blocked"
+            );
+            // States read after the count: each producer was inside the
+            // gate before it was seen asleep.
+            now == accepted
+                && producers
+                    .iter()
+                    .flatten()
+                    .all(|&tid| thread_state(tid) == Some('S'))
+        },
+        LIMIT,
+    );
+    assert!(
+        blocked,
+        "producers not blocked in submit after {LIMIT:?}: {} of {accepted} jobs accepted, \
+         thread states {:?}",
+        pool.stats().accepted(),
+        producers
+            .iter()
+            .map(|tid| tid.map(thread_state))
+            .collect::<Vec<_>>()
+    );
+}
