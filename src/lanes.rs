@@ -263,6 +263,9 @@ pub(crate) struct Lanes<J> {
     idle: Sleepers,
     /// The clock of the nanosecond timestamps in envelopes and worker slots.
     clock: Clock,
+    /// Per lane: the latest time (on `clock`) the lane was seen empty, by a
+    /// worker about to sleep or by a `Stats` snapshot (`Stats::oldest_wait`).
+    seen_empty_at: [AtomicU64; 3],
     /// Whether jobs are timestamped (`Builder::timing`).
     timing: bool,
 }
@@ -336,6 +339,7 @@ impl<J> Lanes<J> {
             idle: Sleepers::new(),
             urgent: Sleepers::new(),
             clock: Clock::new(),
+            seen_empty_at: std::array::from_fn(|_| AtomicU64::new(0)),
             timing,
         }
     }
@@ -351,6 +355,31 @@ impl<J> Lanes<J> {
             self.now()
         } else {
             0
+        }
+    }
+
+    /// Per lane: when it was last seen empty (see the field).
+    pub(crate) fn seen_empty_at(&self) -> &[AtomicU64; 3] {
+        &self.seen_empty_at
+    }
+
+    /// On a worker's idle path (about to sleep, or just woken): records
+    /// `now` for the lanes it serves that are empty, so that
+    /// `Stats::oldest_wait` of a lane that ran dry and later refilled
+    /// counts from no earlier than this, not from the last job taken before
+    /// the pool went idle. Once per sleep or wake-up, never per job.
+    fn note_empty_lanes(&self, role: Role, now: u64) {
+        if !self.timing {
+            return;
+        }
+        let served = match role {
+            Role::General => 3,
+            Role::UrgentOnly => 1,
+        };
+        for lane in 0..served {
+            if self.queues[lane].is_empty() {
+                self.seen_empty_at[lane].fetch_max(now, Ordering::Relaxed);
+            }
         }
     }
 
@@ -627,7 +656,12 @@ impl<J> Lanes<J> {
             // Read `sealed` before the lanes: if it is set, nothing can be
             // pushed any more, so empty lanes stay empty.
             let sealed = self.sealed.load(Ordering::SeqCst);
-            if let Some(found) = picker.try_take(self) {
+            // Read before the lanes, so a lane seen empty below was empty at
+            // or after `now`.
+            let now = self.stamp();
+            let found = picker.try_take(self);
+            self.note_empty_lanes(picker.role, now);
+            if let Some(found) = found {
                 group.count.fetch_sub(1, Ordering::SeqCst);
                 return Some(found);
             }

@@ -538,17 +538,11 @@ impl<J: Job> Submitter<J> {
     /// ```
     pub fn stats(&self) -> Stats {
         let shared = &self.shared;
-        // `now` is read before the lane lengths, so a lane seen empty was
-        // empty at or after `now`: the oldest-wait bound stays an upper bound.
-        let now = shared.lanes.timing().then(|| shared.lanes.now());
         stats::snapshot(
             &shared.slots,
             shared.reserved,
             &shared.counters,
-            shared.lanes.lens(),
-            shared.lanes.capacity(),
-            now,
-            || shared.lanes.accepted(),
+            &shared.lanes,
         )
     }
 }

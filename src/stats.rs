@@ -10,6 +10,7 @@ use std::time::Duration;
 use crossbeam_utils::CachePadded;
 
 use crate::job::Priority;
+use crate::lanes::Lanes;
 
 /// `WorkerSlot::state` value of a worker that is not running a job.
 pub(crate) const IDLE: u64 = 0;
@@ -54,8 +55,6 @@ pub(crate) struct Counters {
     pub(crate) unrun: AtomicU64,
     /// Jobs still running at a `stop_timeout` deadline.
     pub(crate) abandoned: AtomicU64,
-    /// Per lane: the last time (pool nanoseconds) a snapshot saw it empty.
-    pub(crate) seen_empty_at: [AtomicU64; 3],
 }
 
 /// A snapshot of a pool's state, cheap enough to take for every refresh of a
@@ -174,14 +173,13 @@ impl Stats {
     /// estimate from above, computed from the acceptance time (see
     /// [`Context::queue_wait`](crate::Context::queue_wait)) of the job most
     /// recently taken from the lane, or from the last time a snapshot saw
-    /// the lane empty, whichever is later:
+    /// the lane empty, or from the last time a worker ran out of work with
+    /// the lane empty, whichever is latest:
     /// - while workers keep taking from the lane it is exact to within the
-    ///   gap between two consecutive acceptances (plus any time the lane sat
-    ///   empty unobserved);
-    /// - when no worker has taken from the lane since a snapshot last saw it
-    ///   empty, it counts from that snapshot, so a progress display taking
-    ///   snapshots regularly keeps it tight; taking a snapshot records that
-    ///   observation for later ones;
+    ///   gap between two consecutive acceptances;
+    /// - after the lane ran dry, it counts from when it was last seen empty
+    ///   — by an idle worker going to sleep, or by a snapshot (taking one
+    ///   records that observation for later ones);
     /// - for a lane never taken from and never seen empty, it counts from
     ///   when the pool was built.
     ///
@@ -291,16 +289,20 @@ pub(crate) fn terminal(
     (succeeded, failed, panicked, unrun, abandoned)
 }
 
-/// Sums the worker slots and shared counters into a [`Stats`].
-pub(crate) fn snapshot(
+/// Sums the worker slots, shared counters and lanes into a [`Stats`].
+pub(crate) fn snapshot<J>(
     slots: &[CachePadded<WorkerSlot>],
     reserved: usize,
     counters: &Counters,
-    queued: [usize; 3],
-    capacity: [usize; 3],
-    now: Option<u64>,
-    accepted: impl FnOnce() -> u64,
+    lanes: &Lanes<J>,
 ) -> Stats {
+    // `now` is read before the lane lengths, so a lane seen empty was
+    // empty at or after `now`: the oldest-wait bound stays an upper bound.
+    let now = lanes.timing().then(|| lanes.now());
+    let queued = lanes.lens();
+    let capacity = lanes.capacity();
+    let seen_empty_at = lanes.seen_empty_at();
+    let accepted = || lanes.accepted();
     // Terminal counters are read before `accepted`, so a snapshot never
     // shows more finished than accepted jobs.
     let (succeeded, failed, panicked, unrun, abandoned) = terminal(slots, counters);
@@ -327,7 +329,7 @@ pub(crate) fn snapshot(
         return stats;
     };
     for (lane, &depth) in queued.iter().enumerate() {
-        let seen_empty = &counters.seen_empty_at[lane];
+        let seen_empty = &seen_empty_at[lane];
         if depth == 0 {
             seen_empty.fetch_max(now, Ordering::Relaxed);
             continue;

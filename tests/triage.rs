@@ -1061,6 +1061,48 @@ fn oldest_wait_is_a_bound_for_every_lane_even_without_earlier_snapshots() {
 }
 
 #[test]
+fn oldest_wait_of_a_refilled_lane_does_not_count_the_idle_time_before() {
+    guarded(|| {
+        // A Normal job runs, the pool idles (no snapshot taken), then the
+        // worker is held and a Normal job queues: its lane's oldest wait
+        // counts from when the waking worker saw the lane empty, not from
+        // the job taken before the idle stretch.
+        const IDLE: Duration = Duration::from_millis(200);
+        let ledger = Ledger::new(8);
+        let latch = Latch::new();
+        let pool: Pool<Probe> = Pool::builder().workers(1).build().expect("build");
+        let _release = OpenOnDrop::new(&[&latch]);
+        pool.submit(Probe::new(0, &ledger)).expect("submit");
+        pool.wait_idle().expect("not on a worker");
+        thread::sleep(IDLE); // only makes time pass
+        let held_from = Instant::now();
+        // Held by an *Urgent* job, so nothing is taken from Normal after
+        // the idle stretch: only the waking worker's look at the lanes can
+        // tighten Normal's bound.
+        let started = Arrivals::new();
+        pool.submit(
+            Probe::new(1, &ledger)
+                .lane(Urgent)
+                .action(Action::Wait(Arc::clone(&latch)))
+                .started(&started),
+        )
+        .expect("submit");
+        started.wait_for(1);
+        pool.submit(Probe::new(2, &ledger)).expect("submit");
+        let (before, stats, _) = snapshot(&pool);
+        assert_eq!(queued(&stats), [0, 1, 0]);
+        let wait = stats.oldest_wait(Normal).expect("non-empty lane");
+        let bound = before - held_from;
+        assert!(
+            wait <= bound + clock_slack(bound),
+            "oldest wait {wait:?} counts the {IDLE:?} idle stretch (held for {bound:?})"
+        );
+        latch.open();
+        assert_eq!(pool.stop().expect("stop").succeeded, 3);
+    });
+}
+
+#[test]
 fn oldest_wait_follows_the_queue_as_a_worker_takes_from_it() {
     guarded(|| {
         let ledger = Ledger::new(8);
