@@ -78,15 +78,9 @@ impl<J: Job> Drop for Shared<J> {
                 "pool state dropped with jobs no report received; they are dropped too"
             );
         }
-        failed
-            .into_iter()
-            .for_each(|f| drop(unwind::drop_contained(f)));
-        panicked
-            .into_iter()
-            .for_each(|p| drop(unwind::drop_contained(p)));
-        rescued
-            .into_iter()
-            .for_each(|(_, e)| drop(unwind::drop_contained(e.job)));
+        unwind::drop_all_contained(failed);
+        unwind::drop_all_contained(panicked);
+        unwind::drop_all_contained(rescued);
     }
 }
 
@@ -1071,14 +1065,8 @@ impl<J: Job> Drop for Pool<J> {
             ..
         } = report;
         // A job's Drop may panic; never let that escape a Drop.
-        failed
-            .into_iter()
-            .for_each(|f| drop(unwind::drop_contained(f)));
-        panicked
-            .into_iter()
-            .for_each(|p| drop(unwind::drop_contained(p)));
-        unrun
-            .into_iter()
-            .for_each(|u| drop(unwind::drop_contained(u)));
+        unwind::drop_all_contained(failed);
+        unwind::drop_all_contained(panicked);
+        unwind::drop_all_contained(unrun);
     }
 }

@@ -31,6 +31,14 @@ pub(crate) fn drop_contained<T>(value: T) -> Option<String> {
     catch(move || drop(value)).err()
 }
 
+/// Drops every item with [`drop_contained`], ignoring the panics: for the
+/// jobs nobody is left to receive (a dropped pool's report).
+pub(crate) fn drop_all_contained<T>(items: impl IntoIterator<Item = T>) {
+    items
+        .into_iter()
+        .for_each(|item| drop(drop_contained(item)));
+}
+
 /// The text of a panic: the `&str` or `String` it was raised with, or a
 /// placeholder for any other payload.
 fn message(payload: &(dyn Any + Send)) -> String {

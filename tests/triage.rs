@@ -45,6 +45,20 @@ impl Drop for OpenOnDrop {
 }
 
 /// A closure job that reports its start, then waits at `latch`.
+/// Submits Urgent probe `id` that waits for `latch`, and returns once it
+/// has started (a worker is then held by it).
+fn hold_with_urgent(pool: &Pool<Probe>, ledger: &Arc<Ledger>, id: usize, latch: &Arc<Latch>) {
+    let started = Arrivals::new();
+    pool.submit(
+        Probe::new(id, ledger)
+            .lane(Urgent)
+            .action(Action::Wait(Arc::clone(latch)))
+            .started(&started),
+    )
+    .expect("submit");
+    started.wait_for(1);
+}
+
 fn blocker(started: &Arc<Arrivals>, latch: &Arc<Latch>) -> FnJob {
     let (started, latch) = (Arc::clone(started), Arc::clone(latch));
     FnJob::new(move |_| {
@@ -457,15 +471,7 @@ fn general_workers_still_take_urgent_first_when_reserved_workers_are_busy() {
             0..1,
             &Action::Wait(Arc::clone(&general_latch)),
         );
-        let started = Arrivals::new();
-        pool.submit(
-            Probe::new(1, &ledger)
-                .lane(Urgent)
-                .action(Action::Wait(Arc::clone(&reserved_latch)))
-                .started(&started),
-        )
-        .expect("submit");
-        started.wait_for(1);
+        hold_with_urgent(&pool, &ledger, 1, &reserved_latch);
         assert_eq!(pool.stats().busy(), 2);
 
         let ran = Arrivals::new();
@@ -1079,15 +1085,7 @@ fn oldest_wait_of_a_refilled_lane_does_not_count_the_idle_time_before() {
         // Held by an *Urgent* job, so nothing is taken from Normal after
         // the idle stretch: only the waking worker's look at the lanes can
         // tighten Normal's bound.
-        let started = Arrivals::new();
-        pool.submit(
-            Probe::new(1, &ledger)
-                .lane(Urgent)
-                .action(Action::Wait(Arc::clone(&latch)))
-                .started(&started),
-        )
-        .expect("submit");
-        started.wait_for(1);
+        hold_with_urgent(&pool, &ledger, 1, &latch);
         pool.submit(Probe::new(2, &ledger)).expect("submit");
         let (before, stats, _) = snapshot(&pool);
         assert_eq!(queued(&stats), [0, 1, 0]);
