@@ -1,8 +1,14 @@
 //! The `batch_import` example's import, end to end on generated files: every
 //! valid row lands in SQLite exactly once, every bad row is in the rejects
 //! file with its reason, adverse events raise alerts, a stop midway (the
-//! Ctrl-C path) loses and doubles nothing, and a locked database fails
-//! records into the resume file instead of dropping them.
+//! Ctrl-C path) loses and doubles nothing, a locked database or a refused
+//! batch fails records into the resume and failure files instead of dropping
+//! them, and importing a file twice rejects the second copy as duplicates.
+//!
+//! Jobs only *stage* their records; workers write them in batched
+//! transactions (see `examples/batch_import/store.rs`), so every test also
+//! checks the writer's ledger: nothing is left in a batch once the import
+//! returns, and the database holds exactly the committed rows.
 
 mod common;
 
@@ -14,7 +20,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use import::generate::{self, record_id, Defect, Manifest};
-use import::{ImportConfig, Observer, RetryPolicy, StopSignal, Summary};
+use import::{ImportConfig, Observer, RetryPolicy, Rows, StopSignal, Summary};
 
 /// Rows in each generated input.
 const RECORDS: usize = 5_000;
@@ -82,21 +88,31 @@ fn alerts(db: &Path) -> BTreeSet<String> {
 
 /// The rejects file as record id -> reason.
 fn rejects(path: &Path) -> BTreeMap<String, String> {
+    with_reasons(path)
+}
+
+/// The failure file (records whose write failed) as record id -> reason.
+fn failures(path: &Path) -> BTreeMap<String, String> {
+    with_reasons(path)
+}
+
+/// A file of `line,reason,` and the input's columns, as record id -> reason.
+fn with_reasons(path: &Path) -> BTreeMap<String, String> {
     let mut reader = csv::ReaderBuilder::new()
         .flexible(true)
         .from_path(path)
-        .expect("open rejects file");
-    let headers = reader.headers().expect("rejects header").clone();
+        .expect("open file of records with reasons");
+    let headers = reader.headers().expect("header").clone();
     assert_eq!(&headers[0], "line");
     assert_eq!(&headers[1], "reason");
     assert_eq!(&headers[2], "record_id");
-    let mut rejects = BTreeMap::new();
+    let mut records = BTreeMap::new();
     for row in reader.records() {
-        let row = row.expect("rejects row");
-        let previous = rejects.insert(row[2].to_owned(), row[1].to_owned());
-        assert!(previous.is_none(), "{} rejected twice", &row[2]);
+        let row = row.expect("row");
+        let previous = records.insert(row[2].to_owned(), row[1].to_owned());
+        assert!(previous.is_none(), "{} listed twice in {path:?}", &row[2]);
     }
-    rejects
+    records
 }
 
 /// Record ids in the resume file, in file order.
@@ -145,6 +161,11 @@ fn assert_accounted(summary: &Summary) {
         summary.database_matches(),
         "database does not match: {summary:#?}"
     );
+    // The hooks wrote every batch before the pool's stop returned.
+    let rows = summary.rows;
+    assert_eq!(rows.pending(), 0, "records left in a batch: {rows:?}");
+    assert_eq!(rows.staged, summary.pool.succeeded());
+    assert_eq!(rows.committed, summary.committed);
     assert_eq!(summary.pool.panicked(), 0);
     // Every adverse event that ran has a queue-wait sample; after a stop,
     // some may have been handed back unrun instead.
@@ -176,6 +197,23 @@ impl Observer for StopAt {
     }
 }
 
+/// Stops the import once at least `at` records are staged (seen from the
+/// progress ticks, every 100 ms).
+struct StopWhenStaged {
+    /// Staged records.
+    at: u64,
+    /// The import's stop signal.
+    stop: StopSignal,
+}
+
+impl Observer for StopWhenStaged {
+    fn tick(&self, _stats: &triage_pool::Stats, rows: &Rows) {
+        if rows.staged >= self.at {
+            self.stop.request();
+        }
+    }
+}
+
 #[test]
 fn every_valid_row_is_imported_once_and_every_bad_row_rejected_with_its_reason() {
     common::guarded(|| {
@@ -190,7 +228,13 @@ fn every_valid_row_is_imported_once_and_every_bad_row_rejected_with_its_reason()
         let valid = ids(&manifest, |row| row.defect.is_none());
         let bad = ids(&manifest, |row| row.defect.is_some());
         assert_eq!(summary.read, RECORDS as u64);
-        assert_eq!(summary.succeeded, valid.len() as u64);
+        assert_eq!(summary.committed, valid.len() as u64);
+        assert_eq!(summary.rows.failed_flushes, 0);
+        assert!(
+            summary.rows.batches > 0 && summary.rows.urgent_writes > 0,
+            "routine records went in batches, adverse events alone: {:?}",
+            summary.rows
+        );
         assert_eq!(summary.rejected, bad.len() as u64);
         assert_eq!(
             (summary.failed, summary.unrun, summary.not_submitted),
@@ -212,6 +256,7 @@ fn every_valid_row_is_imported_once_and_every_bad_row_rejected_with_its_reason()
             }
         }
         assert!(resume(&config.resume).is_empty());
+        assert!(failures(&config.failures).is_empty());
     });
 }
 
@@ -232,7 +277,9 @@ fn a_stop_midway_leaves_every_row_in_exactly_one_place_and_resuming_finishes() {
         assert_accounted(&summary);
         assert!(summary.stopped_early);
         assert_eq!(summary.read, RECORDS as u64, "the unread input was copied");
-        assert!(summary.succeeded + summary.rejected <= RECORDS as u64 / 2);
+        assert!(summary.committed + summary.rejected <= RECORDS as u64 / 2);
+        assert_eq!(summary.failed, 0);
+        assert!(failures(&config.failures).is_empty());
         assert!(summary.not_submitted >= RECORDS as u64 / 2);
 
         // Database + rejects + resume file = input, with no row twice.
@@ -307,8 +354,9 @@ fn a_locked_database_fails_records_into_the_resume_file_after_bounded_retries() 
         assert_accounted(&summary);
 
         let valid = ids(&manifest, |row| row.defect.is_none());
-        assert_eq!(summary.succeeded, 0);
+        assert_eq!(summary.committed, 0);
         assert_eq!(summary.failed, valid.len() as u64);
+        assert!(summary.rows.failed_flushes > 0);
         assert_eq!(
             summary.rejected,
             manifest.defective() as u64,
@@ -318,5 +366,200 @@ fn a_locked_database_fails_records_into_the_resume_file_after_bounded_retries() 
         let to_resume = resume(&config.resume);
         assert_eq!(to_resume.iter().cloned().collect::<BTreeSet<_>>(), valid);
         assert_eq!(to_resume.len(), valid.len());
+        let failures = failures(&config.failures);
+        assert_eq!(failures.keys().cloned().collect::<BTreeSet<_>>(), valid);
+        for (id, reason) in &failures {
+            assert!(
+                reason.contains("after 3 attempt(s)") && reason.contains("locked"),
+                "{id} failed as {reason:?}"
+            );
+        }
+    });
+}
+
+#[test]
+fn a_refused_batch_is_reported_record_by_record_and_resuming_imports_it() {
+    common::guarded(|| {
+        let Fixture {
+            dir,
+            manifest,
+            mut config,
+        } = fixture(RECORDS);
+        // Create the schema, then make the database refuse one routine
+        // record: its whole batch must fail, and every record of that batch
+        // must be reported, none lost.
+        config.max_records = Some(0);
+        import::run(&config, &StopSignal::new(), &()).expect("create schema");
+        config.max_records = None;
+        let target = (RECORDS / 2..RECORDS)
+            .find(|&i| manifest.rows[i].defect.is_none() && !manifest.rows[i].adverse_event)
+            .map(record_id)
+            .expect("a valid routine record");
+        let conn = rusqlite::Connection::open(&config.database).expect("open database");
+        conn.execute_batch(&format!(
+            "CREATE TRIGGER refuse BEFORE INSERT ON visits WHEN NEW.record_id = '{target}'
+             BEGIN SELECT RAISE(ABORT, 'refused by the test trigger'); END;"
+        ))
+        .expect("create trigger");
+
+        let summary = import::run(&config, &StopSignal::new(), &()).expect("import");
+        assert_accounted(&summary);
+        assert_eq!(summary.rows.failed_flushes, 1, "{:?}", summary.rows);
+        assert!(summary.failed >= 1);
+        assert_eq!(summary.failed, summary.rows.failed);
+        assert_eq!(
+            (summary.unrun, summary.not_submitted),
+            (0, 0),
+            "nothing else is in the resume file"
+        );
+
+        // Every record of the refused transaction is in the failure file
+        // with the reason, and in the resume file; no other record is.
+        let failed = failures(&config.failures);
+        assert!(failed.contains_key(&target));
+        assert_eq!(failed.len() as u64, summary.failed);
+        let expected_reason = format!("a transaction of {} record(s)", failed.len());
+        for (id, reason) in &failed {
+            assert!(
+                reason.contains("refused by the test trigger") && reason.contains(&expected_reason),
+                "{id} failed as {reason:?}"
+            );
+        }
+        let to_resume = resume(&config.resume);
+        assert_eq!(to_resume.len(), failed.len());
+        assert_eq!(
+            to_resume.iter().cloned().collect::<BTreeSet<_>>(),
+            failed.keys().cloned().collect()
+        );
+
+        // Committed + failed = every valid record, with none in both.
+        let valid = ids(&manifest, |row| row.defect.is_none());
+        let imported = visits(&config.database);
+        assert_eq!(imported.len() as u64, summary.committed);
+        assert!(failed.keys().all(|id| !imported.contains(id)));
+        let mut accounted = imported.clone();
+        accounted.extend(failed.keys().cloned());
+        assert_eq!(accounted, valid);
+        assert_eq!(
+            rejects(&config.rejects)
+                .into_keys()
+                .collect::<BTreeSet<_>>(),
+            ids(&manifest, |row| row.defect.is_some())
+        );
+
+        // Once the database accepts them, resuming imports exactly those.
+        conn.execute_batch("DROP TRIGGER refuse")
+            .expect("drop trigger");
+        let again_dir = dir.path().join("again");
+        std::fs::create_dir_all(&again_dir).expect("second output directory");
+        let mut again = ImportConfig::new(config.resume.clone(), &again_dir);
+        again.database = config.database.clone();
+        again.workers = 2;
+        let second = import::run(&again, &StopSignal::new(), &()).expect("resumed import");
+        assert_accounted(&second);
+        assert_eq!(second.committed, failed.len() as u64);
+        assert_eq!(second.to_resume() + second.rejected, 0);
+        assert_eq!(visits(&config.database), valid);
+        let adverse_valid = ids(&manifest, |row| row.adverse_event && row.defect.is_none());
+        assert_eq!(alerts(&config.database), adverse_valid);
+    });
+}
+
+#[test]
+fn importing_the_same_file_twice_rejects_every_valid_row_as_a_duplicate() {
+    common::guarded(|| {
+        let Fixture {
+            dir,
+            manifest,
+            config,
+        } = fixture(RECORDS);
+        let first = import::run(&config, &StopSignal::new(), &()).expect("first import");
+        assert_accounted(&first);
+
+        let again_dir = dir.path().join("again");
+        std::fs::create_dir_all(&again_dir).expect("second output directory");
+        let mut again = ImportConfig::new(config.input.clone(), &again_dir);
+        again.database = config.database.clone();
+        again.workers = 2;
+        let second = import::run(&again, &StopSignal::new(), &()).expect("second import");
+        assert_accounted(&second);
+        let valid = ids(&manifest, |row| row.defect.is_none());
+        assert_eq!(second.committed, 0);
+        assert_eq!(second.alerts_written, 0);
+        assert_eq!(second.rows.duplicates, valid.len() as u64);
+        assert_eq!(second.rejected, RECORDS as u64);
+        assert_eq!(second.to_resume(), 0);
+        assert_eq!(second.rows.failed_flushes, 0);
+
+        let rejected = rejects(&again.rejects);
+        for id in &valid {
+            assert_eq!(
+                rejected[id],
+                format!("record_id: {id:?} is already in the database")
+            );
+        }
+        assert_eq!(visits(&config.database), valid);
+        let adverse_valid = ids(&manifest, |row| row.adverse_event && row.defect.is_none());
+        assert_eq!(alerts(&config.database), adverse_valid);
+    });
+}
+
+#[test]
+fn a_stop_while_the_database_is_locked_still_accounts_for_every_staged_record() {
+    common::guarded(|| {
+        let Fixture {
+            dir: _dir,
+            manifest,
+            mut config,
+        } = fixture(200);
+        config.max_records = Some(0);
+        import::run(&config, &StopSignal::new(), &()).expect("create schema");
+        config.max_records = None;
+        let locker = rusqlite::Connection::open(&config.database).expect("open database");
+        locker
+            .execute_batch("BEGIN IMMEDIATE")
+            .expect("take the write lock");
+        // Small batches and a long backoff, so workers are waiting out a
+        // retry's backoff when the stop comes (at the first progress tick,
+        // 100 ms in): the stop cuts the wait short, their records stay
+        // staged, and the hooks retry (and fail) the writes before the
+        // stop returns.
+        config.batch_rows = 4;
+        config.busy_timeout = Duration::from_millis(1);
+        config.retry = RetryPolicy {
+            attempts: 3,
+            first_backoff: Duration::from_millis(200),
+        };
+        let stop = StopSignal::new();
+        let observer = StopWhenStaged {
+            at: 8,
+            stop: stop.clone(),
+        };
+        let summary = import::run(&config, &stop, &observer).expect("import");
+        locker.execute_batch("ROLLBACK").expect("release the lock");
+        assert_accounted(&summary);
+        assert!(summary.stopped_early);
+        assert_eq!(summary.committed, 0);
+        assert!(visits(&config.database).is_empty());
+        assert!(summary.failed > 0, "{summary:#?}");
+        assert_eq!(summary.failed, summary.rows.failed);
+
+        let failed = failures(&config.failures);
+        assert_eq!(failed.len() as u64, summary.failed);
+        for (id, reason) in &failed {
+            assert!(reason.contains("locked"), "{id} failed as {reason:?}");
+        }
+        // Rejects + resume file = input, with no row twice; the failed
+        // records are in the resume file.
+        let rejected = rejects(&config.rejects);
+        let to_resume = resume(&config.resume);
+        assert_eq!(to_resume.len() as u64, summary.to_resume());
+        let resumed: BTreeSet<String> = to_resume.iter().cloned().collect();
+        assert_eq!(resumed.len(), to_resume.len());
+        assert!(failed.keys().all(|id| resumed.contains(id)));
+        assert!(rejected.keys().all(|id| !resumed.contains(id)));
+        let mut all: BTreeSet<String> = resumed;
+        all.extend(rejected.into_keys());
+        assert_eq!(all, ids(&manifest, |_| true));
     });
 }

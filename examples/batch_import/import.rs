@@ -9,23 +9,31 @@
 //!
 //! | outcome | why | where |
 //! |---|---|---|
-//! | succeeded | valid and committed | the database (`visits`, and `alerts` for an adverse event) |
-//! | rejected | malformed row | the rejects file, with the reason |
-//! | failed | the database refused it (still `SQLITE_BUSY` after the retries) | the resume file |
+//! | committed | valid, and its transaction committed | the database (`visits`, and `alerts` for an adverse event) |
+//! | rejected | malformed row, or its record id already in the database | the rejects file, with the reason |
+//! | failed | its transaction failed (for example still `SQLITE_BUSY` after the retries), or it panicked | the resume file, and the failure file with the reason |
 //! | unrun | accepted by the pool, handed back by a stop | the resume file |
 //! | not submitted | read after a stop was requested, or never read | the resume file |
 //!
-//! So `records read = succeeded + rejected + failed + unrun + not submitted`,
+//! So `records read = committed + rejected + failed + unrun + not submitted`,
 //! and the resume file, in the input's own format and order, can be imported
 //! again into the same database to finish the job.
+//!
+//! A job returning `Ok` only means its record was valid and *staged* in its
+//! worker's batch (see `store.rs`), so the pool's `succeeded` count is not
+//! the number of records imported: the [`Writer`](store::Writer) keeps the
+//! ledger of rows committed, refused as duplicates and failed, and
+//! [`Summary::is_balanced`] checks that every staged record is in exactly
+//! one of them once the pool has stopped.
 //!
 //! # Stopping
 //!
 //! A stop is requested through a [`StopSignal`] (the example's Ctrl-C
 //! handler, or a test). The reader stops submitting, the pool's
 //! [`stop_now`](triage_pool::Pool::stop_now) closes intake, lets running
-//! records finish and hands the queued ones back unrun, and the rest of the
-//! input is copied to the resume file.
+//! records finish and hands the queued ones back unrun, each worker's
+//! `on_worker_idle` hook writes its last batch before `stop_now` returns,
+//! and the rest of the input is copied to the resume file.
 
 pub(crate) mod generate;
 mod job;
@@ -34,16 +42,16 @@ mod store;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use triage_pool::{BuildError, Pool, Priority, Stats, StopError, StopReport};
 
-pub(crate) use self::job::RetryPolicy;
 use self::job::{ImportJob, JobShared, QueueWaits};
-use self::store::{Counts, DbSettings};
+use self::store::{Counts, DbSettings, Unwritten, Writer};
+pub(crate) use self::store::{RetryPolicy, Rows, BATCH_ROWS};
 
 /// Jobs the `Urgent` lane holds. Adverse events are rare, so this is ample;
 /// a burst beyond it makes the reader wait, it never drops a record.
@@ -56,9 +64,6 @@ const NORMAL_CAPACITY: usize = 1024;
 /// How often the monitor thread reports progress and checks for a stop.
 const TICK: Duration = Duration::from_millis(100);
 
-/// Source of import ids (each import's workers open their own connections).
-static NEXT_IMPORT: AtomicU64 = AtomicU64::new(1);
-
 /// What to import, where to put it, and how hard to try.
 #[derive(Debug, Clone)]
 pub(crate) struct ImportConfig {
@@ -70,6 +75,9 @@ pub(crate) struct ImportConfig {
     pub(crate) rejects: PathBuf,
     /// Where rows still to import are written, in the input's format.
     pub(crate) resume: PathBuf,
+    /// Where failed rows are written with the reason (they are in the
+    /// resume file too).
+    pub(crate) failures: PathBuf,
     /// General worker threads.
     pub(crate) workers: usize,
     /// Extra workers that only take adverse events, so an urgent record
@@ -79,20 +87,25 @@ pub(crate) struct ImportConfig {
     pub(crate) max_records: Option<u64>,
     /// How long SQLite waits for a lock before reporting `SQLITE_BUSY`.
     pub(crate) busy_timeout: Duration,
-    /// How a job retries `SQLITE_BUSY` after that.
+    /// How a transaction is retried after `SQLITE_BUSY`.
     pub(crate) retry: RetryPolicy,
+    /// Records a worker writes per transaction (adverse events are written
+    /// at once, one per transaction).
+    pub(crate) batch_rows: usize,
 }
 
 impl ImportConfig {
-    /// Imports `input`, with the database, rejects and resume files in
-    /// `out_dir`, one worker per core plus one urgent worker, and a bounded
-    /// retry of `SQLITE_BUSY` (about 1.5 s of backoff in all).
+    /// Imports `input`, with the database, rejects, resume and failure
+    /// files in `out_dir`, one worker per core plus one urgent worker,
+    /// batches of [`BATCH_ROWS`] records, and a bounded retry of
+    /// `SQLITE_BUSY` (about 1.5 s of backoff in all).
     pub(crate) fn new(input: PathBuf, out_dir: &Path) -> ImportConfig {
         ImportConfig {
             input,
             database: out_dir.join("visits.sqlite"),
             rejects: out_dir.join("rejects.csv"),
             resume: out_dir.join("resume.csv"),
+            failures: out_dir.join("failed.csv"),
             workers: thread::available_parallelism().map_or(2, |n| n.get()),
             urgent_workers: 1,
             max_records: None,
@@ -101,6 +114,7 @@ impl ImportConfig {
                 attempts: 5,
                 first_backoff: Duration::from_millis(100),
             },
+            batch_rows: BATCH_ROWS,
         }
     }
 }
@@ -141,11 +155,12 @@ pub(crate) trait Observer: Sync {
     fn accepted(&self, _accepted: u64) {}
 
     /// Called about ten times a second, from another thread, with a
-    /// snapshot of the pool.
-    fn tick(&self, _stats: &Stats) {}
+    /// snapshot of the pool and of the writer's ledger.
+    fn tick(&self, _stats: &Stats, _rows: &Rows) {}
 
-    /// Called once the pool has stopped, with its final snapshot.
-    fn finished(&self, _stats: &Stats) {}
+    /// Called once the pool has stopped (every batch written), with the
+    /// final snapshots.
+    fn finished(&self, _stats: &Stats, _rows: &Rows) {}
 }
 
 /// Watches nothing.
@@ -185,11 +200,13 @@ impl Latency {
 pub(crate) struct Summary {
     /// Records read from the input.
     pub(crate) read: u64,
-    /// Records written to the database.
-    pub(crate) succeeded: u64,
-    /// Malformed records, written to the rejects file.
+    /// Records committed to the database.
+    pub(crate) committed: u64,
+    /// Malformed records, and records already in the database, written to
+    /// the rejects file.
     pub(crate) rejected: u64,
-    /// Records the database refused (or that panicked), in the resume file.
+    /// Records whose transaction failed (or that panicked), in the resume
+    /// file and, with the reason, in the failure file.
     pub(crate) failed: u64,
     /// Records the pool handed back unrun at a stop, in the resume file.
     pub(crate) unrun: u64,
@@ -198,8 +215,11 @@ pub(crate) struct Summary {
     pub(crate) not_submitted: u64,
     /// Adverse-event records the pool accepted (the urgent lane).
     pub(crate) adverse_events: u64,
-    /// Adverse events written with their alert.
+    /// Adverse events committed with their alert.
     pub(crate) alerts_written: u64,
+    /// The writer's ledger: records staged, committed, refused as
+    /// duplicates or failed, and the transactions that wrote them.
+    pub(crate) rows: Rows,
     /// A stop was requested before the input was done.
     pub(crate) stopped_early: bool,
     /// The input could not be read to the end (the records before the error
@@ -220,9 +240,9 @@ pub(crate) struct Summary {
 }
 
 impl Summary {
-    /// Records a worker ran: succeeded, rejected or failed.
+    /// Records a worker ran: committed, rejected or failed.
     pub(crate) fn processed(&self) -> u64 {
-        self.succeeded + self.rejected + self.failed
+        self.committed + self.rejected + self.failed
     }
 
     /// Records processed per second of wall time.
@@ -236,19 +256,27 @@ impl Summary {
     }
 
     /// Whether every record read is accounted for exactly once, and the
-    /// pool's own ledger agrees.
+    /// pool's ledger and the writer's agree with it: every job that
+    /// returned `Ok` staged a record that was then committed, refused as a
+    /// duplicate, or failed — none is left in a batch.
     pub(crate) fn is_balanced(&self) -> bool {
         let pool = &self.pool;
-        self.read == self.succeeded + self.rejected + self.failed + self.unrun + self.not_submitted
+        let rows = &self.rows;
+        self.read == self.committed + self.rejected + self.failed + self.unrun + self.not_submitted
             && pool.accepted() == pool.finished()
-            && pool.succeeded() == self.succeeded
+            && pool.succeeded() == rows.staged
+            && rows.staged == rows.committed + rows.duplicates + rows.failed
+            && self.committed == rows.committed
+            && self.alerts_written == rows.alerts
+            && self.rejected == pool.failed() + rows.duplicates
+            && self.failed == pool.panicked() + rows.failed
             && pool.unrun() == self.unrun
             && pool.abandoned() == 0
     }
 
     /// Whether the database gained exactly the rows the summary reports.
     pub(crate) fn database_matches(&self) -> bool {
-        self.after.visits.checked_sub(self.before.visits) == Some(self.succeeded)
+        self.after.visits.checked_sub(self.before.visits) == Some(self.committed)
             && self.after.alerts.checked_sub(self.before.alerts) == Some(self.alerts_written)
     }
 }
@@ -297,7 +325,7 @@ pub(crate) enum ImportError {
         #[source]
         source: csv::Error,
     },
-    /// The rejects or resume file would overwrite the input (for example,
+    /// An output file would overwrite the input (for example,
     /// when resuming from `resume.csv` into the same output directory).
     #[error("{} is the input file; choose another output directory", path.display())]
     OutputIsInput {
@@ -317,7 +345,8 @@ pub(crate) enum ImportError {
 struct Leftover {
     /// Line in the input.
     line: u64,
-    /// Why, for the rejects file; `None` for the resume file.
+    /// Why, for the rejects or failure file; `None` for a record that was
+    /// not run (unrun, not submitted).
     reason: Option<String>,
     /// The record as read.
     record: csv::ByteRecord,
@@ -354,7 +383,7 @@ pub(crate) fn run(
     observer: &dyn Observer,
 ) -> Result<Summary, ImportError> {
     let started = Instant::now();
-    for output in [&config.rejects, &config.resume] {
+    for output in [&config.rejects, &config.resume, &config.failures] {
         if same_file(&config.input, output) {
             return Err(ImportError::OutputIsInput {
                 path: output.clone(),
@@ -362,6 +391,17 @@ pub(crate) fn run(
         }
     }
     let mut input = Input::open(&config.input, config.max_records)?;
+    let db = DbSettings {
+        path: config.database.clone(),
+        busy_timeout: config.busy_timeout,
+    };
+    let writer = Arc::new(Writer::new(db.clone(), config.retry, config.batch_rows));
+    // Each worker writes its batch when it runs out of work and before it
+    // exits, however the pool stops (so before `stop` / `stop_now`
+    // returns); `on_worker_stop` is the last resort and closes the
+    // worker's connection.
+    let on_idle = Arc::clone(&writer);
+    let on_stop = Arc::clone(&writer);
     // Built before the database is touched, so a bad setting changes nothing.
     let pool: Pool<ImportJob> = Pool::builder()
         .workers(config.workers)
@@ -369,11 +409,9 @@ pub(crate) fn run(
         .capacity(Priority::Urgent, URGENT_CAPACITY)
         .capacity(Priority::Normal, NORMAL_CAPACITY)
         .thread_name("importer")
+        .on_worker_idle(move |worker| on_idle.flush_worker(worker))
+        .on_worker_stop(move |worker| on_stop.close_worker(worker))
         .build()?;
-    let db = DbSettings {
-        path: config.database.clone(),
-        busy_timeout: config.busy_timeout,
-    };
     let db_error = |source| ImportError::Database {
         path: config.database.clone(),
         source,
@@ -381,10 +419,8 @@ pub(crate) fn run(
     let before = store::prepare(&db).map_err(db_error)?;
     let threads = pool.stats().workers() + pool.stats().reserved_urgent_workers();
     let shared = Arc::new(JobShared {
-        import: NEXT_IMPORT.fetch_add(1, Ordering::Relaxed),
         headers: input.headers.clone(),
-        db: db.clone(),
-        retry: config.retry,
+        writer: Arc::clone(&writer),
         waits: QueueWaits::new(threads),
     });
     tracing::info!(
@@ -393,22 +429,27 @@ pub(crate) fn run(
         records = input.records,
         workers = config.workers,
         urgent_workers = config.urgent_workers,
+        batch_rows = config.batch_rows,
         "import started"
     );
     observer.started(input.records);
     let (fed, report) = drive(&pool, &mut input, &shared, stop, observer)?;
+    // The pool is stopped and its workers joined: every hook has run, so
+    // every staged record is committed, a duplicate, or failed.
     let stats = pool.stats();
-    observer.finished(&stats);
+    let rows = writer.rows();
+    observer.finished(&stats, &rows);
 
     let mut summary = Summary {
         read: fed.read,
-        succeeded: report.succeeded,
+        committed: rows.committed,
         rejected: 0,
         failed: 0,
         unrun: 0,
         not_submitted: fed.refused.len() as u64,
         adverse_events: fed.adverse_events,
-        alerts_written: fed.adverse_events,
+        alerts_written: rows.alerts,
+        rows,
         stopped_early: fed.stopped_early || stop.is_requested(),
         input_error: fed.input_error,
         elapsed: Duration::ZERO,
@@ -418,16 +459,21 @@ pub(crate) fn run(
         before,
         after: before,
     };
-    let (rejects, resume) = sort_leftovers(report, fed.refused, &mut summary);
+    let (rejects, resume) =
+        sort_leftovers(report, writer.take_unwritten(), fed.refused, &mut summary);
     // After a stop, the input not read yet goes to the resume file too
     // (`--max-records` is a deliberate limit, not a stop).
     let copy_rest = summary.stopped_early && summary.input_error.is_none();
-    // Write both files even if one fails: each holds records found nowhere
+    // Write every file even if one fails: each holds records found nowhere
     // else. The resume file first; it matters most.
     let resumed = write_resume(&config.resume, &mut input, &resume, copy_rest);
-    let rejected = write_rejects(&config.rejects, &input.headers, &rejects);
+    let rejects: Vec<&Leftover> = rejects.iter().collect();
+    let rejected = write_with_reasons(&config.rejects, &input.headers, &rejects);
+    let failures: Vec<&Leftover> = resume.iter().filter(|l| l.reason.is_some()).collect();
+    let failed = write_with_reasons(&config.failures, &input.headers, &failures);
     let copied = resumed?;
     rejected?;
+    failed?;
     summary.read += copied.records;
     summary.not_submitted += copied.records;
     if copied.error.is_some() {
@@ -436,11 +482,14 @@ pub(crate) fn run(
     summary.after = store::counts(&db).map_err(db_error)?;
     summary.elapsed = started.elapsed();
     tracing::info!(
-        succeeded = summary.succeeded,
+        committed = summary.committed,
         rejected = summary.rejected,
         failed = summary.failed,
         unrun = summary.unrun,
         not_submitted = summary.not_submitted,
+        batches = summary.rows.batches,
+        urgent_writes = summary.rows.urgent_writes,
+        failed_flushes = summary.rows.failed_flushes,
         "import finished"
     );
     Ok(summary)
@@ -522,7 +571,8 @@ fn drive(
 ) -> Result<(Fed, StopReport<ImportJob>), ImportError> {
     thread::scope(|scope| {
         let (done_tx, done_rx) = mpsc::channel::<()>();
-        let monitor = scope.spawn(move || monitor(pool, stop, observer, done_rx));
+        let writer = &*shared.writer;
+        let monitor = scope.spawn(move || monitor(pool, writer, stop, observer, done_rx));
         let fed = feed(pool, input, shared, stop, observer);
         let report = if fed.stopped_early {
             pool.stop_now()
@@ -613,13 +663,14 @@ fn feed(
 /// report of its stop, if it made one.
 fn monitor(
     pool: &Pool<ImportJob>,
+    writer: &Writer,
     stop: &StopSignal,
     observer: &dyn Observer,
     done: mpsc::Receiver<()>,
 ) -> Option<Result<StopReport<ImportJob>, StopError>> {
     let mut report = None;
     while let Err(mpsc::RecvTimeoutError::Timeout) = done.recv_timeout(TICK) {
-        observer.tick(&pool.stats());
+        observer.tick(&pool.stats(), &writer.rows());
         if report.is_none() && stop.is_requested() {
             tracing::info!("stop requested: closing intake, finishing running records");
             report = Some(pool.stop_now());
@@ -637,60 +688,63 @@ fn merge(report: &mut StopReport<ImportJob>, other: StopReport<ImportJob>) {
     report.abandoned.extend(other.abandoned);
 }
 
-/// Splits the stop report into rejects and records to resume (each sorted
-/// by input line), counting them into `summary`.
+/// Splits the stop report, the writer's unwritten records and the records
+/// refused at a stop into rejects and records to resume (each sorted by
+/// input line), counting them into `summary`. Failed records keep their
+/// reason, for the failure file.
 fn sort_leftovers(
     report: StopReport<ImportJob>,
+    unwritten: Vec<Unwritten>,
     refused: Vec<Leftover>,
     summary: &mut Summary,
 ) -> (Vec<Leftover>, Vec<Leftover>) {
     let mut rejects = Vec::new();
     let mut resume = refused;
-    let mut database_errors = 0;
     for failed in report.failed {
-        if failed.lane == Priority::Urgent {
-            summary.alerts_written -= 1;
-        }
+        // A job fails only for a malformed row.
+        summary.rejected += 1;
         let reason = failed.error.to_string();
-        if failed.error.is_rejection() {
+        tracing::debug!(line = failed.job.line(), %reason, "record rejected");
+        rejects.push(Leftover {
+            line: failed.job.line(),
+            reason: Some(reason),
+            record: failed.job.into_record(),
+        });
+    }
+    let mut failed_writes = 0;
+    for row in unwritten {
+        let leftover = Leftover {
+            line: row.line,
+            reason: Some(row.reason),
+            record: row.record,
+        };
+        if row.duplicate {
             summary.rejected += 1;
-            tracing::debug!(line = failed.job.line(), %reason, "record rejected");
-            rejects.push(Leftover {
-                line: failed.job.line(),
-                reason: Some(reason),
-                record: failed.job.into_record(),
-            });
+            rejects.push(leftover);
         } else {
             summary.failed += 1;
-            database_errors += 1;
-            tracing::debug!(line = failed.job.line(), %reason, "record failed");
-            if database_errors == 1 {
-                tracing::warn!(line = failed.job.line(), %reason, "the database refused a record; it goes to the resume file");
-            }
-            resume.push(Leftover {
-                line: failed.job.line(),
-                reason: None,
-                record: failed.job.into_record(),
-            });
+            failed_writes += 1;
+            resume.push(leftover);
         }
+    }
+    if failed_writes > 0 {
+        tracing::warn!(
+            records = failed_writes,
+            transactions = summary.rows.failed_flushes,
+            "records whose transaction failed are in the resume file (reasons in the failure file)"
+        );
     }
     for panicked in report.panicked {
         // A bug, not bad data: keep the record for another try.
-        if panicked.lane == Priority::Urgent {
-            summary.alerts_written -= 1;
-        }
         summary.failed += 1;
         tracing::error!(line = panicked.job.line(), message = %panicked.message, "record panicked");
         resume.push(Leftover {
             line: panicked.job.line(),
-            reason: None,
+            reason: Some(format!("panicked: {}", panicked.message)),
             record: panicked.job.into_record(),
         });
     }
     for unrun in report.unrun {
-        if unrun.lane == Priority::Urgent {
-            summary.alerts_written -= 1;
-        }
         summary.unrun += 1;
         resume.push(Leftover {
             line: unrun.job.line(),
@@ -698,26 +752,21 @@ fn sort_leftovers(
             record: unrun.job.into_record(),
         });
     }
-    if database_errors > 1 {
-        tracing::warn!(
-            records = database_errors,
-            "records the database refused are in the resume file"
-        );
-    }
     rejects.sort_by_key(|leftover| leftover.line);
     resume.sort_by_key(|leftover| leftover.line);
     (rejects, resume)
 }
 
-/// Writes the rejects file: `line,reason,` then the input's columns.
-fn write_rejects(
+/// Writes a file of records with reasons (the rejects or the failure
+/// file): `line,reason,` then the input's columns.
+fn write_with_reasons(
     path: &Path,
     headers: &csv::ByteRecord,
-    rejects: &[Leftover],
+    records: &[&Leftover],
 ) -> Result<(), ImportError> {
     let output_error = |source| ImportError::Output {
         path: path.to_owned(),
-        records: rejects.len(),
+        records: records.len(),
         source,
     };
     // Flexible: a truncated row is written back as it was read.
@@ -730,11 +779,11 @@ fn write_rejects(
     row.push_field(b"reason");
     row.extend(headers);
     writer.write_byte_record(&row).map_err(output_error)?;
-    for reject in rejects {
+    for leftover in records {
         row.clear();
-        row.push_field(reject.line.to_string().as_bytes());
-        row.push_field(reject.reason.as_deref().unwrap_or_default().as_bytes());
-        row.extend(&reject.record);
+        row.push_field(leftover.line.to_string().as_bytes());
+        row.push_field(leftover.reason.as_deref().unwrap_or_default().as_bytes());
+        row.extend(&leftover.record);
         writer.write_byte_record(&row).map_err(output_error)?;
     }
     writer.flush().map_err(|e| output_error(e.into()))

@@ -1,40 +1,22 @@
-//! The pool's job type: one input record, validated, scored and written to
+//! The pool's job type: one input record, validated, scored and staged for
 //! the database by whichever worker takes it.
 //!
 //! [`ImportJob`] implements [`Job`] directly (no boxing), so submitting a
-//! record moves it into a preallocated lane slot. A job that fails keeps its
-//! raw record, and the pool hands it back with its [`RecordError`] when it
-//! stops: rejected rows go to the rejects file, rows the database refused
-//! go to the resume file.
+//! record moves it into a preallocated lane slot. A job that returns `Ok`
+//! has staged its record with the [`Writer`], which writes it with the rest
+//! of its worker's batch (an adverse event: at once, in a transaction of
+//! its own); see `store.rs` for what `Ok` promises and how a failed write
+//! is reported. A job that fails is a malformed row: the pool hands it back
+//! with its [`Invalid`] reason when it stops, and it goes to the rejects
+//! file.
 
-use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use triage_pool::{Context, Job, Priority};
 
 use super::record::{Invalid, Visit};
-use super::store::{self, DbSettings};
-
-/// How a job retries a write that failed with `SQLITE_BUSY`.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct RetryPolicy {
-    /// Attempts in total, the first included (at least 1).
-    pub(crate) attempts: u32,
-    /// Wait before the second attempt; doubled before each further one.
-    pub(crate) first_backoff: Duration,
-}
-
-impl RetryPolicy {
-    /// The wait after failed attempt number `attempt` (from 1).
-    fn backoff(&self, attempt: u32) -> Duration {
-        self.first_backoff.saturating_mul(
-            1_u32
-                .checked_shl(attempt.saturating_sub(1))
-                .unwrap_or(u32::MAX),
-        )
-    }
-}
+use super::store::{Staged, Writer};
 
 /// How long jobs waited in their lane before a worker started them.
 ///
@@ -87,71 +69,12 @@ impl QueueWaits {
 /// What every job of one import shares.
 #[derive(Debug)]
 pub(crate) struct JobShared {
-    /// Unique id of the import, so a worker thread never reuses a
-    /// connection opened for another import.
-    pub(crate) import: u64,
     /// The input's header row; records are read by column name.
     pub(crate) headers: csv::ByteRecord,
-    /// The database.
-    pub(crate) db: DbSettings,
-    /// Retries of `SQLITE_BUSY`.
-    pub(crate) retry: RetryPolicy,
+    /// Stages and writes the records.
+    pub(crate) writer: Arc<Writer>,
     /// Queue waits, for the latency report.
     pub(crate) waits: QueueWaits,
-}
-
-/// Why a record was not imported.
-#[derive(Debug)]
-pub(crate) enum RecordError {
-    /// The row is malformed; fixing it is a data manager's job. It goes to
-    /// the rejects file with this reason.
-    Invalid(Invalid),
-    /// The database refused the write. The row itself is fine, so it goes
-    /// to the resume file, to be imported again.
-    Database {
-        /// Attempts made.
-        attempts: u32,
-        /// A stop was requested while waiting to retry.
-        cancelled: bool,
-        /// The last error.
-        source: rusqlite::Error,
-    },
-}
-
-impl RecordError {
-    /// Whether the record itself is at fault (rejects file) rather than the
-    /// database (resume file).
-    pub(crate) fn is_rejection(&self) -> bool {
-        matches!(self, RecordError::Invalid(_))
-    }
-}
-
-impl fmt::Display for RecordError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            RecordError::Invalid(invalid) => invalid.fmt(f),
-            RecordError::Database {
-                attempts,
-                cancelled,
-                source,
-            } => {
-                write!(f, "database error after {attempts} attempt(s): {source}")?;
-                if *cancelled {
-                    f.write_str(" (stop requested while waiting to retry)")?;
-                }
-                Ok(())
-            }
-        }
-    }
-}
-
-impl std::error::Error for RecordError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            RecordError::Invalid(invalid) => Some(invalid),
-            RecordError::Database { source, .. } => Some(source),
-        }
-    }
 }
 
 /// One input record on its way into the database.
@@ -159,7 +82,7 @@ impl std::error::Error for RecordError {
 pub(crate) struct ImportJob {
     /// Line of the record in the input file (for the rejects file).
     line: u64,
-    /// The record as read, untouched.
+    /// The record as read, untouched; moved into the batch once staged.
     record: csv::ByteRecord,
     /// `Urgent` for an adverse event, else `Normal`.
     lane: Priority,
@@ -188,73 +111,42 @@ impl ImportJob {
         self.line
     }
 
-    /// Gives the record back (for the resume file).
+    /// Gives the record back (for the rejects or resume file).
     pub(crate) fn into_record(self) -> csv::ByteRecord {
         self.record
-    }
-
-    /// Writes the validated visit, retrying `SQLITE_BUSY` with a doubling
-    /// backoff. The backoff waits on the pool's cancel flag instead of
-    /// sleeping, so a stop does not wait it out.
-    fn write(&self, visit: &Visit, ctx: &Context) -> Result<(), RecordError> {
-        let shared = &*self.shared;
-        let risk_score = visit.risk_score();
-        let mut attempt = 1;
-        loop {
-            let result = store::with_worker_connection(shared.import, &shared.db, |conn| {
-                store::write_visit(
-                    conn,
-                    visit,
-                    risk_score,
-                    ctx.worker_index(),
-                    ctx.queue_wait(),
-                )
-            });
-            let source = match result {
-                Ok(()) => return Ok(()),
-                Err(e) if store::is_duplicate(&e) => {
-                    return Err(RecordError::Invalid(Invalid::Duplicate {
-                        record_id: visit.record_id.clone(),
-                    }))
-                }
-                Err(e) => e,
-            };
-            if !store::is_busy(&source) || attempt >= shared.retry.attempts {
-                return Err(RecordError::Database {
-                    attempts: attempt,
-                    cancelled: false,
-                    source,
-                });
-            }
-            let backoff = shared.retry.backoff(attempt);
-            tracing::debug!(
-                line = self.line,
-                attempt,
-                ?backoff,
-                "database busy; retrying"
-            );
-            if ctx.wait_cancelled(backoff) {
-                return Err(RecordError::Database {
-                    attempts: attempt,
-                    cancelled: true,
-                    source,
-                });
-            }
-            attempt += 1;
-        }
     }
 }
 
 impl Job for ImportJob {
-    type Error = RecordError;
+    type Error = Invalid;
 
-    fn run(&mut self, ctx: &Context) -> Result<(), RecordError> {
-        self.shared
+    /// Validates and scores the record and stages it. An adverse event is
+    /// written at once, so its alert does not wait for a batch to fill.
+    /// Waits between `SQLITE_BUSY` retries end early on a stop; the record
+    /// then stays staged and the worker's hooks write it before the stop
+    /// returns.
+    fn run(&mut self, ctx: &Context) -> Result<(), Invalid> {
+        let shared = &*self.shared;
+        shared
             .waits
             .record(ctx.worker_index(), ctx.lane(), ctx.queue_wait());
-        let visit =
-            Visit::from_record(&self.shared.headers, &self.record).map_err(RecordError::Invalid)?;
-        self.write(&visit, ctx)
+        let visit = Visit::from_record(&shared.headers, &self.record)?;
+        let urgent = visit.adverse_event.is_some();
+        let staged = Staged {
+            line: self.line,
+            record: std::mem::take(&mut self.record),
+            risk_score: visit.risk_score(),
+            visit,
+            worker: ctx.worker_index(),
+            queue_wait: ctx.queue_wait(),
+        };
+        let mut wait = |backoff: Duration| ctx.wait_cancelled(backoff);
+        if urgent {
+            shared.writer.write_now(staged, &mut wait);
+        } else {
+            shared.writer.stage(staged, &mut wait);
+        }
+        Ok(())
     }
 
     fn priority(&self) -> Priority {

@@ -1,34 +1,85 @@
 //! The SQLite side: the schema, one connection per worker thread, and the
-//! transaction that writes one visit (and its alert).
+//! batches in which each worker writes its records.
 //!
-//! # Why one transaction per record
+//! # Batched transactions
 //!
-//! A job reports success only once its row is durable: when `run` returns
-//! `Ok`, the record is committed, so the pool's ledger *is* the import's
-//! ledger and a crash, a Ctrl-C or a failed commit can never leave a record
-//! counted as imported but missing from the database. In WAL mode with
-//! `synchronous = NORMAL` a commit appends to the log without an `fsync`
-//! (durable against a process crash; an OS crash may lose the last
-//! commits, never corrupt the file), which makes one transaction per record
-//! fast enough here: about 20,000 to 27,000 records per second on two cores.
-//! Batching a few hundred records per transaction writes several times
-//! faster, but then a job that returned `Ok` could still be lost by a later
-//! failed commit, and each worker's last batch would need a hook that runs
-//! on the worker when it goes idle or stops, which the pool does not have.
-//! The one-record transaction keeps the example simple and exactly right.
+//! A SQLite commit costs far more than an insert, so writing one record per
+//! transaction spends most of the import committing. Here each worker keeps
+//! a thread-local batch: a job validates and scores its record and *stages*
+//! it ([`Writer::stage`]), and the worker writes the whole batch in one short
+//! transaction when
 //!
-//! Each transaction is `BEGIN IMMEDIATE`: it takes the write lock up front,
-//! so a contended database fails fast with `SQLITE_BUSY` (after the
-//! connection's busy timeout) instead of deadlocking two upgrading readers.
-//! The caller retries `SQLITE_BUSY` (see `job.rs`).
+//! - the batch holds [`ImportConfig::batch_rows`](super::ImportConfig)
+//!   records ([`BATCH_ROWS`] by default), from the job that filled it;
+//! - the worker runs out of work: the pool's `on_worker_idle` hook, which
+//!   also runs before a worker exits however the pool stops, so the last
+//!   partial batch is written before `stop`, `stop_now` or `Drop` returns;
+//! - the worker exits (`on_worker_stop`): a last resort that finds the
+//!   batch empty unless the idle hook could not run; it also closes the
+//!   connection.
+//!
+//! An adverse event does not wait for a batch: its job writes the visit and
+//! its alert at once in a transaction of their own ([`Writer::write_now`]),
+//! so the alert is in the database as soon as the record has run. Reserved
+//! urgent workers only ever write these.
+//!
+//! # Durability: `Ok` means staged
+//!
+//! When a job returns `Ok`, its record is *staged* — valid, and in its
+//! worker's batch (or already written) — not necessarily committed. The
+//! pool's ledger therefore is not the import's ledger any more; the
+//! [`Writer`] keeps its own ([`Rows`]): rows staged, committed, refused as
+//! duplicates, and failed. Every staged row ends in exactly one of the last
+//! three once the pool has stopped (the hooks have run by then), so the
+//! import checks `staged == committed + duplicates + failed` and that the
+//! database gained exactly `committed` rows.
+//!
+//! A flush that fails is never silent: the transaction rolls back, and every
+//! record of the batch becomes an [`Unwritten`] with the reason (the SQLite
+//! error, the attempts made and the batch size), which the import writes to
+//! the failure file and to the resume file, to be imported again. A record
+//! id that is already in the database does not fail its batch: the insert
+//! skips it (`ON CONFLICT DO NOTHING`), the rest of the batch commits, and
+//! that record alone is reported as a duplicate, like any rejected row.
+//!
+//! The price is a window of loss of one batch per worker: if the *process*
+//! dies (killed, power cut) between a job's `Ok` and its batch's commit, the
+//! records of the uncommitted batches are neither in the database nor in
+//! any output file, and only importing the same input again (the records
+//! already there are then rejected as duplicates) recovers them. A Ctrl-C
+//! is not such a death: the hooks write every batch before the pool's stop
+//! returns. In WAL mode with `synchronous = NORMAL` a commit appends to the
+//! log without an `fsync` (durable against a process crash; an OS crash may
+//! lose the last commits, never corrupt the file).
+//!
+//! # The write lock is held only during a flush
+//!
+//! A flush is `BEGIN IMMEDIATE`, the batch's inserts, `COMMIT`: it takes the
+//! database's single write lock up front (so two writers never deadlock
+//! upgrading a read lock) and holds it for the inserts alone: one to two
+//! milliseconds for a full batch on two cores. No transaction stays open across jobs: a worker
+//! holding the lock while it parses its next records, or while it sleeps
+//! with a partial batch, would make every other worker's `BEGIN IMMEDIATE`
+//! wait out its busy timeout and fail with `SQLITE_BUSY` — urgent writes
+//! included. A flush that still finds the lock taken after the connection's
+//! busy timeout is retried with a doubling backoff ([`RetryPolicy`]); after
+//! the last attempt its records are reported as failed.
 
 use std::cell::RefCell;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, TransactionBehavior};
 
-use super::record::Visit;
+use super::record::{Invalid, Visit};
+
+/// Records a worker stages before it writes them in one transaction: big
+/// enough that the cost of a commit, most of a record's time in a
+/// one-record transaction, is spread thin; small enough that a flush holds
+/// the write lock for only one to two milliseconds (on two cores).
+pub(crate) const BATCH_ROWS: usize = 256;
 
 /// The schema. `CREATE ... IF NOT EXISTS`, so importing into an existing
 /// database (for example, resuming an interrupted import) keeps its rows.
@@ -64,6 +115,20 @@ CREATE TABLE IF NOT EXISTS alerts (
 );
 ";
 
+/// Inserts a visit unless its record id is already there (then nothing
+/// changes, and the statement reports 0 rows).
+const INSERT_VISIT: &str = "
+INSERT INTO visits (record_id, subject_id, site_id, visit_code, visit_date, age, sex, weight_kg,
+    systolic_bp, diastolic_bp, heart_rate, temperature_c, adverse_event, risk_score, worker)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
+ON CONFLICT (record_id) DO NOTHING";
+
+/// Inserts the alert of an adverse event.
+const INSERT_ALERT: &str = "
+INSERT INTO alerts (record_id, subject_id, site_id, ae_term, ae_severity, risk_score,
+    queue_wait_us)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+
 /// Where the database is and how a connection to it is set up.
 #[derive(Debug, Clone)]
 pub(crate) struct DbSettings {
@@ -72,6 +137,26 @@ pub(crate) struct DbSettings {
     /// How long SQLite itself waits for a lock held by another connection
     /// before a statement fails with `SQLITE_BUSY`.
     pub(crate) busy_timeout: Duration,
+}
+
+/// How a flush retries a transaction that failed with `SQLITE_BUSY`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RetryPolicy {
+    /// Attempts in total, the first included (at least 1).
+    pub(crate) attempts: u32,
+    /// Wait before the second attempt; doubled before each further one.
+    pub(crate) first_backoff: Duration,
+}
+
+impl RetryPolicy {
+    /// The wait after failed attempt number `attempt` (from 1).
+    fn backoff(&self, attempt: u32) -> Duration {
+        self.first_backoff.saturating_mul(
+            1_u32
+                .checked_shl(attempt.saturating_sub(1))
+                .unwrap_or(u32::MAX),
+        )
+    }
 }
 
 /// Row counts of the two tables.
@@ -136,109 +221,477 @@ fn count(conn: &Connection) -> rusqlite::Result<Counts> {
     })
 }
 
-/// This thread's connection, tagged with the import it belongs to.
+/// A validated record waiting in its worker's batch.
 #[derive(Debug)]
-struct WorkerConnection {
-    /// The import that opened it (see [`with_worker_connection`]).
-    import: u64,
-    /// The connection.
-    conn: Connection,
+pub(crate) struct Staged {
+    /// Line of the record in the input file.
+    pub(crate) line: u64,
+    /// The record as read, for the failure and resume files should its
+    /// batch fail.
+    pub(crate) record: csv::ByteRecord,
+    /// The validated visit.
+    pub(crate) visit: Visit,
+    /// Its risk score.
+    pub(crate) risk_score: u32,
+    /// The worker that ran the record (a column of `visits`).
+    pub(crate) worker: usize,
+    /// How long the record waited in its lane (a column of `alerts`).
+    pub(crate) queue_wait: Duration,
+}
+
+/// A staged record that did not make it into the database.
+#[derive(Debug)]
+pub(crate) struct Unwritten {
+    /// Line of the record in the input file.
+    pub(crate) line: u64,
+    /// The record as read.
+    pub(crate) record: csv::ByteRecord,
+    /// Why.
+    pub(crate) reason: String,
+    /// Its record id was already in the database: a rejection (rejects
+    /// file), not a failure (resume file).
+    pub(crate) duplicate: bool,
+}
+
+/// The writer's ledger: what became of the staged records.
+///
+/// Once the pool has stopped, `staged == committed + duplicates + failed`;
+/// while it runs the difference is [`pending`](Rows::pending), the records
+/// waiting in batches.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Rows {
+    /// Records staged (jobs that returned `Ok`).
+    pub(crate) staged: u64,
+    /// Visits committed.
+    pub(crate) committed: u64,
+    /// Alerts committed (with their visits).
+    pub(crate) alerts: u64,
+    /// Staged records refused because their record id was already in the
+    /// database.
+    pub(crate) duplicates: u64,
+    /// Staged records whose transaction failed.
+    pub(crate) failed: u64,
+    /// Batch transactions committed.
+    pub(crate) batches: u64,
+    /// Visits committed by batch transactions.
+    pub(crate) batched: u64,
+    /// Adverse events' own transactions committed.
+    pub(crate) urgent_writes: u64,
+    /// Transactions (batches or adverse events) that failed.
+    pub(crate) failed_flushes: u64,
+}
+
+impl Rows {
+    /// Staged records not written yet (waiting in a batch).
+    pub(crate) fn pending(&self) -> u64 {
+        self.staged
+            .saturating_sub(self.committed + self.duplicates + self.failed)
+    }
+}
+
+/// Writes the records the jobs of one import stage, in per-worker batches,
+/// and keeps the import's ledger of rows (see the module docs). Shared by
+/// the jobs and the pool's worker hooks.
+#[derive(Debug)]
+pub(crate) struct Writer {
+    /// The database.
+    db: DbSettings,
+    /// Retries of `SQLITE_BUSY`.
+    retry: RetryPolicy,
+    /// Records per batch.
+    batch_rows: usize,
+    /// Counters of [`Rows`], in its field order.
+    counters: [AtomicU64; 9],
+    /// Records that did not make it, for the rejects, failure and resume
+    /// files.
+    unwritten: Mutex<Vec<Unwritten>>,
+}
+
+/// Indices into [`Writer::counters`].
+const STAGED: usize = 0;
+const COMMITTED: usize = 1;
+const ALERTS: usize = 2;
+const DUPLICATES: usize = 3;
+const FAILED: usize = 4;
+const BATCHES: usize = 5;
+const BATCHED: usize = 6;
+const URGENT_WRITES: usize = 7;
+const FAILED_FLUSHES: usize = 8;
+
+impl Writer {
+    /// A writer to the database `db` in batches of `batch_rows` records (at
+    /// least 1), retrying `SQLITE_BUSY` as `retry` says.
+    pub(crate) fn new(db: DbSettings, retry: RetryPolicy, batch_rows: usize) -> Writer {
+        Writer {
+            db,
+            retry,
+            batch_rows: batch_rows.max(1),
+            counters: Default::default(),
+            unwritten: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn bump(&self, counter: usize, by: u64) {
+        self.counters[counter].fetch_add(by, Ordering::Relaxed);
+    }
+
+    /// The ledger so far. Exact once the pool has stopped (its workers
+    /// are joined); a moment's approximation while it runs.
+    pub(crate) fn rows(&self) -> Rows {
+        let get = |counter: usize| self.counters[counter].load(Ordering::Relaxed);
+        Rows {
+            staged: get(STAGED),
+            committed: get(COMMITTED),
+            alerts: get(ALERTS),
+            duplicates: get(DUPLICATES),
+            failed: get(FAILED),
+            batches: get(BATCHES),
+            batched: get(BATCHED),
+            urgent_writes: get(URGENT_WRITES),
+            failed_flushes: get(FAILED_FLUSHES),
+        }
+    }
+
+    /// Takes the records that did not make it so far.
+    pub(crate) fn take_unwritten(&self) -> Vec<Unwritten> {
+        std::mem::take(
+            &mut *self
+                .unwritten
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        )
+    }
+
+    /// Stages `row` in the calling worker's batch, and writes the batch if
+    /// that fills it. `wait` sleeps between `SQLITE_BUSY` retries; when it
+    /// returns `true` (a stop was requested) the batch stays staged for the
+    /// worker's hooks to write.
+    pub(crate) fn stage(self: &Arc<Self>, row: Staged, wait: &mut dyn FnMut(Duration) -> bool) {
+        self.bump(STAGED, 1);
+        with_worker_store(self, |store| {
+            store.batch.push(row);
+            if store.batch.len() >= self.batch_rows {
+                write(self, &mut store.conn, &mut store.batch, false, wait);
+            }
+        });
+    }
+
+    /// Writes `row` (an adverse event) at once, in a transaction of its own,
+    /// on the calling worker's connection. If `wait` gives up on a retry,
+    /// the row stays staged and the worker's hooks write it.
+    pub(crate) fn write_now(self: &Arc<Self>, row: Staged, wait: &mut dyn FnMut(Duration) -> bool) {
+        self.bump(STAGED, 1);
+        with_worker_store(self, |store| {
+            store.urgent.push(row);
+            write(self, &mut store.conn, &mut store.urgent, true, wait);
+        });
+    }
+
+    /// The pool's `on_worker_idle` hook: writes the calling worker's batch,
+    /// retrying `SQLITE_BUSY` as the policy says.
+    pub(crate) fn flush_worker(self: &Arc<Self>, worker: usize) {
+        WORKER_STORE.with(|cell| {
+            if let Some(store) = cell
+                .borrow_mut()
+                .as_mut()
+                .filter(|store| Arc::ptr_eq(&store.writer, self))
+            {
+                store.flush(worker);
+            }
+        });
+    }
+
+    /// The pool's `on_worker_stop` hook: writes whatever the calling worker
+    /// still has staged (nothing, unless its idle hook could not run) and
+    /// closes its connection.
+    pub(crate) fn close_worker(self: &Arc<Self>, worker: usize) {
+        let store = WORKER_STORE.with(|cell| {
+            let mut slot = cell.borrow_mut();
+            if slot
+                .as_ref()
+                .is_some_and(|store| Arc::ptr_eq(&store.writer, self))
+            {
+                slot.take()
+            } else {
+                None
+            }
+        });
+        if let Some(mut store) = store {
+            let staged = store.batch.len() + store.urgent.len();
+            if staged > 0 {
+                tracing::warn!(
+                    worker,
+                    records = staged,
+                    "worker stopping with records the idle hook did not write; writing them now"
+                );
+                store.flush(worker);
+            }
+            tracing::debug!(worker, "worker closes its database connection");
+        }
+    }
+
+    /// Records `rows` as not written, for `reason`.
+    fn fail(&self, rows: &mut Vec<Staged>, reason: &str) {
+        self.bump(FAILED, rows.len() as u64);
+        self.bump(FAILED_FLUSHES, 1);
+        let mut unwritten = self
+            .unwritten
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        unwritten.extend(rows.drain(..).map(|row| Unwritten {
+            line: row.line,
+            record: row.record,
+            reason: reason.to_owned(),
+            duplicate: false,
+        }));
+    }
+}
+
+/// A worker thread's connection and batch, for one [`Writer`].
+#[derive(Debug)]
+struct WorkerStore {
+    /// The writer (the import) they belong to.
+    writer: Arc<Writer>,
+    /// Opened by the first write; reopened after a failed one.
+    conn: Option<Connection>,
+    /// Staged records, oldest first.
+    batch: Vec<Staged>,
+    /// The adverse event being written; it stays here, staged, if its
+    /// write was interrupted (a stop during a retry's backoff).
+    urgent: Vec<Staged>,
 }
 
 thread_local! {
-    /// The connection of the pool worker running on this thread. Worker
-    /// threads live as long as their pool, so the connection is opened by a
-    /// worker's first job and closed when the pool stops and the thread
-    /// exits.
-    static WORKER_CONNECTION: RefCell<Option<WorkerConnection>> = const { RefCell::new(None) };
+    /// The store of the pool worker running on this thread. Worker threads
+    /// live as long as their pool; the `on_worker_stop` hook takes the store
+    /// out and closes the connection.
+    static WORKER_STORE: RefCell<Option<WorkerStore>> = const { RefCell::new(None) };
 }
 
-/// Runs `f` with the calling worker thread's own connection to the database
-/// of import `import`, opening it first if this thread has none for that
-/// import yet.
-///
-/// # Errors
-///
-/// Opening the connection, or whatever `f` returns.
-pub(crate) fn with_worker_connection<T>(
-    import: u64,
-    settings: &DbSettings,
-    f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
-) -> rusqlite::Result<T> {
-    WORKER_CONNECTION.with(|cell| {
+/// Runs `f` with the calling thread's store for `writer`, creating it if
+/// this thread has none for that writer yet.
+fn with_worker_store<T>(writer: &Arc<Writer>, f: impl FnOnce(&mut WorkerStore) -> T) -> T {
+    WORKER_STORE.with(|cell| {
         let mut slot = cell.borrow_mut();
-        let conn = match &mut *slot {
-            Some(worker) if worker.import == import => &mut worker.conn,
-            other => {
-                tracing::debug!(import, path = %settings.path.display(), "worker opens its database connection");
-                &mut other
-                    .insert(WorkerConnection {
-                        import,
-                        conn: open(settings)?,
-                    })
-                    .conn
-            }
+        let store = match &mut *slot {
+            Some(store) if Arc::ptr_eq(&store.writer, writer) => store,
+            other => other.insert(WorkerStore {
+                writer: Arc::clone(writer),
+                conn: None,
+                batch: Vec::with_capacity(writer.batch_rows),
+                urgent: Vec::with_capacity(1),
+            }),
         };
-        f(conn)
+        f(store)
     })
 }
 
-/// Writes one visit, and its alert if it reports an adverse event, in one
-/// transaction.
+impl WorkerStore {
+    /// Writes what the worker has staged, from a hook, sleeping between
+    /// retries: the interrupted adverse event first, then the batch.
+    fn flush(&mut self, worker: usize) {
+        let mut sleep = |backoff: Duration| {
+            std::thread::sleep(backoff);
+            false
+        };
+        if !self.urgent.is_empty() {
+            write(
+                &self.writer,
+                &mut self.conn,
+                &mut self.urgent,
+                true,
+                &mut sleep,
+            );
+        }
+        if !self.batch.is_empty() {
+            tracing::trace!(worker, records = self.batch.len(), "flushing batch");
+            write(
+                &self.writer,
+                &mut self.conn,
+                &mut self.batch,
+                false,
+                &mut sleep,
+            );
+        }
+    }
+}
+
+/// Writes `rows` in one transaction on `conn` (opened first if `None`),
+/// retrying `SQLITE_BUSY` with the policy's backoff, slept by `wait`.
+/// Returns `false`, with `rows` untouched, if `wait` gave up on a retry;
+/// otherwise `rows` is empty and each of them is in `writer`'s ledger:
+/// committed, a duplicate, or failed.
+///
+/// The rows stay in the worker's vector until then (they are not moved out
+/// of it), so whatever happens, a staged record is in its worker's store or
+/// in the ledger.
+fn write(
+    writer: &Writer,
+    conn: &mut Option<Connection>,
+    rows: &mut Vec<Staged>,
+    urgent: bool,
+    wait: &mut dyn FnMut(Duration) -> bool,
+) -> bool {
+    if rows.is_empty() {
+        return true;
+    }
+    let mut attempt = 1;
+    loop {
+        let result = match &mut *conn {
+            Some(open_conn) => insert(open_conn, rows),
+            none => open(&writer.db).and_then(|opened| insert(none.insert(opened), rows)),
+        };
+        let error = match result {
+            Ok(inserted) => {
+                writer.committed(rows, &inserted, urgent);
+                return true;
+            }
+            Err(error) => error,
+        };
+        if is_busy(&error) && attempt < writer.retry.attempts {
+            let backoff = writer.retry.backoff(attempt);
+            tracing::debug!(
+                records = rows.len(),
+                attempt,
+                ?backoff,
+                "database busy; retrying"
+            );
+            if wait(backoff) {
+                tracing::debug!(
+                    records = rows.len(),
+                    "stop requested; the records stay staged for the worker's hooks"
+                );
+                return false;
+            }
+            attempt += 1;
+            continue;
+        }
+        let reason = format!(
+            "database error after {attempt} attempt(s), writing a transaction of {} record(s) that was rolled back: {error}",
+            rows.len()
+        );
+        tracing::warn!(records = rows.len(), %reason, "a transaction failed; its records go to the resume file");
+        writer.fail(rows, &reason);
+        // Start the next write on a fresh connection.
+        *conn = None;
+        return true;
+    }
+}
+
+impl Drop for WorkerStore {
+    /// A store dropped with staged records (its thread exited without the
+    /// hooks, or a hook panicked) reports them as failed rather than lose
+    /// them without a trace.
+    fn drop(&mut self) {
+        for rows in [&mut self.urgent, &mut self.batch] {
+            if !rows.is_empty() {
+                tracing::error!(records = rows.len(), "staged records dropped unwritten");
+                self.writer
+                    .fail(rows, "the worker exited before writing its batch");
+            }
+        }
+    }
+}
+
+/// What one transaction inserted.
+#[derive(Debug, Default)]
+struct Inserted {
+    /// Visits.
+    visits: u64,
+    /// Alerts.
+    alerts: u64,
+    /// Indices (ascending) of the rows whose record id was already there.
+    duplicates: Vec<usize>,
+}
+
+impl Writer {
+    /// Books a committed transaction of `rows` and empties `rows`.
+    fn committed(&self, rows: &mut Vec<Staged>, inserted: &Inserted, urgent: bool) {
+        self.bump(COMMITTED, inserted.visits);
+        self.bump(ALERTS, inserted.alerts);
+        if urgent {
+            self.bump(URGENT_WRITES, 1);
+        } else {
+            self.bump(BATCHES, 1);
+            self.bump(BATCHED, inserted.visits);
+        }
+        if !inserted.duplicates.is_empty() {
+            self.bump(DUPLICATES, inserted.duplicates.len() as u64);
+            let mut unwritten = self
+                .unwritten
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            for &index in inserted.duplicates.iter().rev() {
+                let row = rows.swap_remove(index);
+                let reason = Invalid::Duplicate {
+                    record_id: row.visit.record_id,
+                };
+                unwritten.push(Unwritten {
+                    line: row.line,
+                    record: row.record,
+                    reason: reason.to_string(),
+                    duplicate: true,
+                });
+            }
+        }
+        rows.clear();
+    }
+}
+
+/// Writes `rows` — each visit, and its alert if it reports an adverse
+/// event — in one `BEGIN IMMEDIATE` transaction. A record id already in
+/// the database is skipped and reported in [`Inserted::duplicates`].
 ///
 /// # Errors
 ///
-/// Any SQLite error; nothing is written then. A record id already present
-/// fails with a primary-key constraint error (see [`is_duplicate`]).
-pub(crate) fn write_visit(
-    conn: &mut Connection,
-    visit: &Visit,
-    risk_score: u32,
-    worker: usize,
-    queue_wait: Duration,
-) -> rusqlite::Result<()> {
+/// Any SQLite error; the transaction is rolled back and nothing is written.
+fn insert(conn: &mut Connection, rows: &[Staged]) -> rusqlite::Result<Inserted> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    tx.prepare_cached(
-        "INSERT INTO visits (record_id, subject_id, site_id, visit_code, visit_date, age, sex,
-             weight_kg, systolic_bp, diastolic_bp, heart_rate, temperature_c, adverse_event,
-             risk_score, worker)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
-    )?
-    .execute(params![
-        visit.record_id,
-        visit.subject_id,
-        visit.site_id,
-        visit.visit_code,
-        visit.visit_date,
-        visit.age,
-        visit.sex,
-        visit.weight_kg,
-        visit.systolic_bp,
-        visit.diastolic_bp,
-        visit.heart_rate,
-        visit.temperature_c,
-        visit.adverse_event.is_some(),
-        risk_score,
-        worker,
-    ])?;
-    if let Some(event) = &visit.adverse_event {
-        let waited_us = u64::try_from(queue_wait.as_micros()).unwrap_or(u64::MAX);
-        tx.prepare_cached(
-            "INSERT INTO alerts (record_id, subject_id, site_id, ae_term, ae_severity, risk_score,
-                 queue_wait_us)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        )?
-        .execute(params![
-            visit.record_id,
-            visit.subject_id,
-            visit.site_id,
-            event.term,
-            event.severity,
-            risk_score,
-            waited_us,
-        ])?;
+    let mut inserted = Inserted::default();
+    {
+        let mut insert_visit = tx.prepare_cached(INSERT_VISIT)?;
+        let mut insert_alert = tx.prepare_cached(INSERT_ALERT)?;
+        for (index, row) in rows.iter().enumerate() {
+            let visit = &row.visit;
+            let changed = insert_visit.execute(params![
+                visit.record_id,
+                visit.subject_id,
+                visit.site_id,
+                visit.visit_code,
+                visit.visit_date,
+                visit.age,
+                visit.sex,
+                visit.weight_kg,
+                visit.systolic_bp,
+                visit.diastolic_bp,
+                visit.heart_rate,
+                visit.temperature_c,
+                visit.adverse_event.is_some(),
+                row.risk_score,
+                row.worker,
+            ])?;
+            if changed == 0 {
+                inserted.duplicates.push(index);
+                continue;
+            }
+            inserted.visits += 1;
+            if let Some(event) = &visit.adverse_event {
+                let waited_us = u64::try_from(row.queue_wait.as_micros()).unwrap_or(u64::MAX);
+                insert_alert.execute(params![
+                    visit.record_id,
+                    visit.subject_id,
+                    visit.site_id,
+                    event.term,
+                    event.severity,
+                    row.risk_score,
+                    waited_us,
+                ])?;
+                inserted.alerts += 1;
+            }
+        }
     }
-    tx.commit()
+    tx.commit()?;
+    Ok(inserted)
 }
 
 /// Whether `error` is a transient lock conflict worth retrying.
@@ -246,15 +699,5 @@ pub(crate) fn is_busy(error: &rusqlite::Error) -> bool {
     matches!(
         error.sqlite_error_code(),
         Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
-    )
-}
-
-/// Whether `error` is the `visits` primary key refusing a record id that is
-/// already imported.
-pub(crate) fn is_duplicate(error: &rusqlite::Error) -> bool {
-    matches!(
-        error,
-        rusqlite::Error::SqliteFailure(e, _)
-            if e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
     )
 }
