@@ -34,7 +34,7 @@
 //! every peer alike. Criterion ids are `<workload>/<peer>/r<round>`.
 //!
 //! Workloads (`<kind>_p<producers>_w<workers>`): 1,000,000 empty jobs with
-//! 1 or 2 producers and 2 or 4 workers; 200,000 jobs of 1 µs of CPU work and
+//! 1 or 2 producers and 2 or 4 workers (all four combinations); 200,000 jobs of 1 µs of CPU work and
 //! 20,000 jobs of 50 µs, 1 producer and 2 workers. CPU work is a spin loop
 //! calibrated once at startup.
 
@@ -89,6 +89,13 @@ const WORKLOADS: &[Workload] = &[
         name: "empty_p1_w4",
         jobs: 1_000_000,
         producers: 1,
+        workers: 4,
+        work_us: 0.0,
+    },
+    Workload {
+        name: "empty_p2_w4",
+        jobs: 1_000_000,
+        producers: 2,
         workers: 4,
         work_us: 0.0,
     },
