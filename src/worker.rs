@@ -142,17 +142,22 @@ fn work<J: Job>(shared: &Shared<J>, index: usize, picker: &mut Picker, role: Rol
     // Whether a job ran since the idle hook last ran (the hook only runs
     // once per stretch of work).
     let mut ran = false;
+    let idle_hook = shared.hooks.idle.as_ref();
     loop {
         if shared.discard.load(Ordering::Acquire) {
             break;
         }
-        let idle_hook = shared.hooks.idle.as_ref().filter(|_| ran);
-        let mut on_idle = || {
-            ran = false;
-            call_hook(shared.id, index, "on_worker_idle", idle_hook);
+        let taken = match idle_hook {
+            Some(hook) if ran => {
+                let mut on_idle = || {
+                    ran = false;
+                    call_hook(shared.id, index, "on_worker_idle", Some(hook));
+                };
+                shared.lanes.take(picker, Some(&mut on_idle))
+            }
+            _ => shared.lanes.take(picker, None),
         };
-        let on_idle = idle_hook.map(|_| &mut on_idle as &mut dyn FnMut());
-        let Some((lane, envelope)) = shared.lanes.take(picker, on_idle) else {
+        let Some((lane, envelope)) = taken else {
             break;
         };
         ran = true;
