@@ -151,8 +151,8 @@
 //! A job that panics is caught on its worker (which keeps running), and
 //! comes back in [`StopReport::panicked`] with its message. A panic payload
 //! whose own `Drop` panics, a job whose `Drop` panics, and a panicking worker
-//! hook ([`Builder::on_worker_start`], [`Builder::on_worker_stop`]) are
-//! contained too.
+//! hook ([`Builder::on_worker_start`], [`Builder::on_worker_idle`],
+//! [`Builder::on_worker_stop`]) are contained too.
 //! Catching needs the default `panic = "unwind"`; under `panic = "abort"` a
 //! panicking job aborts the process like any panic.
 //!
@@ -169,12 +169,29 @@
 //! job handed back, and submits blocked on a full lane wake up and get theirs
 //! back. The [`StopReport`] returns every job that did not succeed by value:
 //! failed with its error, panicked with its message, unrun (lane order, then
-//! acceptance order, ready for a resume file). The ledger balances:
+//! queue order, ready for a resume file). The ledger balances:
 //! `accepted = succeeded + failed + panicked + unrun + abandoned`.
 //!
 //! Stops are idempotent and may race each other and `Drop`; a stop called
 //! from inside one of the pool's own jobs returns [`StopError::OnWorkerThread`]
 //! instead of waiting for itself.
+//!
+//! # Per-worker resources
+//!
+//! Three hooks run on each worker thread with its index: [`on_worker_start`]
+//! before its first job (open a database connection into a thread-local),
+//! [`on_worker_idle`] whenever it runs out of work after running jobs and
+//! once more before it exits (flush what its jobs buffered: a batch of rows
+//! written in one transaction instead of one per job), and
+//! [`on_worker_stop`] as it exits (close the connection). Every stop returns
+//! only after the hooks of the workers it joined have run, so a stop — even
+//! `stop_now` — leaves no batch behind. A job that only buffers its work
+//! reports success before the batch is written: keep your own ledger of what
+//! was flushed, as `examples/batch_import` does.
+//!
+//! [`on_worker_start`]: Builder::on_worker_start
+//! [`on_worker_idle`]: Builder::on_worker_idle
+//! [`on_worker_stop`]: Builder::on_worker_stop
 //!
 //! # Observability
 //!
