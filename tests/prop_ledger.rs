@@ -8,6 +8,9 @@
 //! the `Stats` counters; failed and panicked jobs come back with their ids;
 //! unrun jobs come back in lane order, then FIFO.
 //!
+//! Each case runs with strict priority or a starvation bound (1–3, or the
+//! default 32): the ledger must not depend on the lane choice.
+//!
 //! Determinism: the workers are held at a gate (jobs waiting at a latch)
 //! whenever the model is updated, so nothing leaves a lane behind the
 //! model's back: a full lane stays full, a `submit` into it blocks (on a
@@ -90,6 +93,9 @@ enum Fate {
 #[derive(Debug, Clone)]
 struct Case {
     workers: usize,
+    /// `None`: strict priority; else the starvation bound (the ledger must
+    /// not depend on the lane choice).
+    starvation_bound: Option<u32>,
     capacity: [usize; 3],
     ops: Vec<Op>,
     end: Final,
@@ -285,6 +291,7 @@ impl Run {
                 }
                 // Room appears as the workers drain: every blocked submit
                 // gets in (in some order) before the next gate is queued.
+                let mut drained = Vec::new();
                 for ((id, lane, handle), outcome) in std::mem::take(&mut self.helpers) {
                     let result = handle.join().expect("helper thread");
                     assert_eq!(
@@ -293,10 +300,21 @@ impl Run {
                         "blocked submit {id} ({lane}) during a drain"
                     );
                     self.expected.insert(id, ran(outcome));
+                    drained.push(id);
                 }
                 for lane in &mut self.queued {
                     for (id, outcome) in lane.drain(..) {
                         self.expected.insert(id, ran(outcome));
+                        drained.push(id);
+                    }
+                }
+                // Every drained job has started before the next gates are
+                // queued: with a starvation bound a worker may take a (Bulk)
+                // gate while higher lanes still hold jobs, so the lanes must
+                // be empty first for the model's view to hold.
+                for id in drained {
+                    while self.ledger.runs(id) == 0 {
+                        thread::yield_now();
                     }
                 }
                 self.drains_left -= 1;
@@ -381,9 +399,12 @@ fn run_case(case: Case) {
     let gate_ids = case.workers * (1 + drains);
     let ids = case.ops.len() + gate_ids;
     let ledger = Ledger::new(ids);
-    let pool: Pool<Probe> = Pool::builder()
-        .workers(case.workers)
-        .strict_priority()
+    let builder = Pool::builder().workers(case.workers);
+    let builder = match case.starvation_bound {
+        None => builder.strict_priority(),
+        Some(bound) => builder.starvation_bound(bound),
+    };
+    let pool: Pool<Probe> = builder
         .capacity(Priority::Urgent, case.capacity[0])
         .capacity(Priority::Normal, case.capacity[1])
         .capacity(Priority::Bulk, case.capacity[2])
@@ -529,12 +550,14 @@ fn end() -> impl Strategy<Value = Final> {
 fn case() -> impl Strategy<Value = Case> {
     (
         1..=2_usize,
+        prop_oneof![Just(None), (1..=3_u32).prop_map(Some), Just(Some(32))],
         (1..=3_usize, 1..=3_usize, 1..=3_usize),
         prop::collection::vec(op(), 0..32),
         end(),
     )
-        .prop_map(|(workers, (u, n, b), ops, end)| Case {
+        .prop_map(|(workers, starvation_bound, (u, n, b), ops, end)| Case {
             workers,
+            starvation_bound,
             capacity: [u, n, b],
             ops,
             end,
