@@ -5,11 +5,11 @@
 
 mod common;
 
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{
-    block_workers, guarded, spawn_with_tid, wait_blocked_in_submit, Action, Arrivals, Latch,
+    block_workers, guarded, submit_in_thread, wait_blocked_in_submit, Action, Arrivals, Latch,
     Ledger, Probe,
 };
 use triage_pool::{Pool, Priority, SubmitTimeoutError, TrySubmitError};
@@ -108,17 +108,10 @@ fn blocked_submit_proceeds_as_soon_as_a_slot_frees() {
         }
         assert_eq!(pool.stats().queued(Priority::Normal), CAPACITY);
 
-        let (done_tx, done_rx) = mpsc::channel();
-        let (producer, tid) = {
-            let tx = pool.submitter();
-            let ledger = Arc::clone(&ledger);
-            spawn_with_tid(move || {
-                let result = tx
-                    .submit(Probe::new(5, &ledger))
-                    .map_err(|e| e.into_inner().id);
-                done_tx.send(result).expect("test alive");
-            })
-        };
+        let (done_rx, producer, tid) =
+            submit_in_thread(pool.submitter(), Probe::new(5, &ledger), |tx, job| {
+                tx.submit(job).map_err(|e| e.into_inner().id)
+            });
         // Jobs 0..=4 and the producer's: it is asleep waiting for room, so
         // only the slot freed below can let it proceed.
         wait_blocked_in_submit(&pool, 6, &[tid]);
@@ -193,17 +186,11 @@ fn submit_timeout_proceeds_when_a_slot_frees_before_the_deadline() {
         block_workers(&pool, &ledger, 0..1, &Action::Wait(Arc::clone(&latch)));
         fill_normal(&pool, &ledger, 1..5);
 
-        let (done_tx, done_rx) = mpsc::channel();
-        let (producer, tid) = {
-            let tx = pool.submitter();
-            let ledger = Arc::clone(&ledger);
-            spawn_with_tid(move || {
-                let result = tx
-                    .submit_timeout(Probe::new(5, &ledger), common::LIMIT)
-                    .map_err(|e| e.into_inner().id);
-                done_tx.send(result).expect("test alive");
-            })
-        };
+        let (done_rx, producer, tid) =
+            submit_in_thread(pool.submitter(), Probe::new(5, &ledger), |tx, job| {
+                tx.submit_timeout(job, common::LIMIT)
+                    .map_err(|e| e.into_inner().id)
+            });
         // Jobs 0..=4 and the producer's: it is asleep waiting for room.
         wait_blocked_in_submit(&pool, 6, &[tid]);
         assert!(
@@ -275,18 +262,12 @@ fn max_timeout_waits_like_submit() {
         block_workers(&pool, &ledger, 0..1, &Action::Wait(Arc::clone(&latch)));
         fill_normal(&pool, &ledger, 1..5);
 
-        let (done_tx, done_rx) = mpsc::channel();
-        let (producer, tid) = {
-            let tx = pool.submitter();
-            let ledger = Arc::clone(&ledger);
-            spawn_with_tid(move || {
-                // Must neither overflow (panic) nor give up.
-                let result = tx
-                    .submit_timeout(Probe::new(5, &ledger), Duration::MAX)
-                    .map_err(|e| (e.is_timeout(), e.into_inner().id));
-                done_tx.send(result).expect("test alive");
-            })
-        };
+        // Must neither overflow (panic) nor give up.
+        let (done_rx, producer, tid) =
+            submit_in_thread(pool.submitter(), Probe::new(5, &ledger), |tx, job| {
+                tx.submit_timeout(job, Duration::MAX)
+                    .map_err(|e| (e.is_timeout(), e.into_inner().id))
+            });
         wait_blocked_in_submit(&pool, 6, &[tid]);
         assert!(
             done_rx.try_recv().is_err(),
@@ -369,17 +350,10 @@ fn by_default_a_blocked_submit_waits_for_the_lane_to_drain_to_half() {
         for id in 1..5 {
             pool.try_submit(job(id)).expect("room in the lane");
         }
-        let (done_tx, done_rx) = mpsc::channel();
-        let (producer, tid) = {
-            let tx = pool.submitter();
-            let ledger = Arc::clone(&ledger);
-            spawn_with_tid(move || {
-                let result = tx
-                    .submit(Probe::new(5, &ledger))
-                    .map_err(|e| e.into_inner().id);
-                done_tx.send(result).expect("test alive");
-            })
-        };
+        let (done_rx, producer, tid) =
+            submit_in_thread(pool.submitter(), Probe::new(5, &ledger), |tx, job| {
+                tx.submit(job).map_err(|e| e.into_inner().id)
+            });
         // Jobs 0..=4 and the producer's: it is asleep waiting for room.
         wait_blocked_in_submit(&pool, 6, &[tid]);
         assert!(done_rx.try_recv().is_err(), "full lane did not block");

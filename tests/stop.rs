@@ -11,7 +11,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{
-    block_workers, guarded, spawn_with_tid, wait_blocked_in_submit, Action, Arrivals, Latch,
+    block_workers, guarded, submit_in_thread, wait_blocked_in_submit, Action, Arrivals, Latch,
     Ledger, Probe,
 };
 use triage_pool::{Context, FnJob, Pool, Priority, StopReport, Submitter};
@@ -38,23 +38,6 @@ fn pool(workers: usize, capacity: usize) -> Pool<Probe> {
 /// What a submit did: `Err((is_stopped, id))` with the id of the job it
 /// handed back.
 type Outcome = Result<(), (bool, usize)>;
-
-/// One of the blocking submit variants.
-type How = fn(&Submitter<Probe>, Probe) -> Outcome;
-
-/// A producer thread: the receiver of its submit's outcome, its handle, and
-/// its kernel thread id (for `wait_blocked_in_submit`).
-type Producer = (mpsc::Receiver<Outcome>, thread::JoinHandle<()>, Option<u32>);
-
-/// Submits `job` on a new thread with `how`; the receiver yields the
-/// outcome.
-fn submit_in_thread(tx: Submitter<Probe>, job: Probe, how: How) -> Producer {
-    let (done_tx, done_rx) = mpsc::channel();
-    let (handle, tid) = spawn_with_tid(move || {
-        let _ = done_tx.send(how(&tx, job));
-    });
-    (done_rx, handle, tid)
-}
 
 fn via_submit(tx: &Submitter<Probe>, job: Probe) -> Outcome {
     tx.submit(job)

@@ -9,7 +9,7 @@ use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use triage_pool::{Context, Job, Pool, Priority};
+use triage_pool::{Context, Job, Pool, Priority, Submitter};
 
 /// Default bound for a test body: generous for a loaded 2-core machine, but
 /// a deadlock fails instead of hanging CI.
@@ -372,6 +372,26 @@ where
         .recv_timeout(LIMIT)
         .expect("spawned thread did not start");
     (handle, tid)
+}
+
+/// Submits `job` on a new producer thread with `how` (one of the submit
+/// variants); returns the receiver of `how`'s result, the thread, and its
+/// kernel thread id (for [`wait_blocked_in_submit`]).
+#[allow(dead_code)] // not every test binary uses it
+pub fn submit_in_thread<R, F>(
+    tx: Submitter<Probe>,
+    job: Probe,
+    how: F,
+) -> (mpsc::Receiver<R>, thread::JoinHandle<()>, Option<u32>)
+where
+    R: Send + 'static,
+    F: FnOnce(&Submitter<Probe>, Probe) -> R + Send + 'static,
+{
+    let (done_tx, done_rx) = mpsc::channel();
+    let (handle, tid) = spawn_with_tid(move || {
+        let _ = done_tx.send(how(&tx, job));
+    });
+    (done_rx, handle, tid)
 }
 
 /// Waits until the producer threads `producers` (ids from
