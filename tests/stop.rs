@@ -347,20 +347,24 @@ fn zero_stop_timeout_hands_the_queue_back_at_once() {
     });
 }
 
-#[test]
-fn stop_timeout_while_another_stop_drains_returns_by_its_deadline() {
-    guarded(|| {
-        let ledger = Ledger::new(4);
-        let latch = Latch::new();
-        let pool = Arc::new(pool(1, 2));
-        block_workers(&pool, &ledger, 0..1, &Action::Wait(Arc::clone(&latch)));
-        pool.submit(Probe::new(1, &ledger)).expect("submit");
-        pool.submit(Probe::new(2, &ledger)).expect("submit");
+/// A `stop()` draining on its own thread behind job 0 (held by `blocker`),
+/// with jobs 1 and 2 queued and a blocked submit of job 3 that the stop
+/// refused with its job back.
+struct Drain {
+    report: mpsc::Receiver<Result<StopReport<Probe>, triage_pool::StopError>>,
+    thread: thread::JoinHandle<()>,
+}
+
+impl Drain {
+    fn behind(pool: &Arc<Pool<Probe>>, ledger: &Arc<Ledger>, blocker: Action) -> Drain {
+        block_workers(pool, ledger, 0..1, &blocker);
+        pool.submit(Probe::new(1, ledger)).expect("submit");
+        pool.submit(Probe::new(2, ledger)).expect("submit");
         let (intake, producer, _) =
-            submit_in_thread(pool.submitter(), Probe::new(3, &ledger), via_submit);
-        let (report_tx, report_rx) = mpsc::channel();
-        let drainer = {
-            let pool = Arc::clone(&pool);
+            submit_in_thread(pool.submitter(), Probe::new(3, ledger), via_submit);
+        let (report_tx, report) = mpsc::channel();
+        let thread = {
+            let pool = Arc::clone(pool);
             thread::spawn(move || report_tx.send(pool.stop()).expect("test alive"))
         };
         assert_eq!(
@@ -368,6 +372,36 @@ fn stop_timeout_while_another_stop_drains_returns_by_its_deadline() {
             Err((true, 3))
         );
         producer.join().expect("producer");
+        Drain { report, thread }
+    }
+
+    /// The draining call returns once job 0 ends, escalated by another
+    /// stop: job 0 succeeded, the queue came back unrun to it, never run.
+    fn ends_with_the_queue_unrun(self, ledger: &Ledger) {
+        let drained = self
+            .report
+            .recv_timeout(common::LIMIT)
+            .expect("drain did not return")
+            .expect("stop");
+        self.thread.join().expect("drainer");
+        assert_eq!(drained.succeeded, 1);
+        let (_, _, unrun) = ids_of(&drained);
+        assert_eq!(
+            unrun,
+            vec![1, 2],
+            "the draining call receives the unrun jobs"
+        );
+        assert_eq!((ledger.runs(1), ledger.runs(2)), (0, 0));
+    }
+}
+
+#[test]
+fn stop_timeout_while_another_stop_drains_returns_by_its_deadline() {
+    guarded(|| {
+        let ledger = Ledger::new(4);
+        let latch = Latch::new();
+        let pool = Arc::new(pool(1, 2));
+        let drain = Drain::behind(&pool, &ledger, Action::Wait(Arc::clone(&latch)));
 
         // The drain is stuck behind job 0; a stop_timeout gives up waiting
         // for it at its own deadline, with an empty report.
@@ -381,15 +415,7 @@ fn stop_timeout_while_another_stop_drains_returns_by_its_deadline() {
         // Its deadline escalated the drain: the queue comes back unrun to
         // the draining call once the stuck job ends.
         latch.open();
-        let drained = report_rx
-            .recv_timeout(common::LIMIT)
-            .expect("drain did not return")
-            .expect("stop");
-        drainer.join().expect("drainer");
-        assert_eq!(drained.succeeded, 1);
-        let (_, _, unrun) = ids_of(&drained);
-        assert_eq!(unrun, vec![1, 2]);
-        assert_eq!((ledger.runs(1), ledger.runs(2)), (0, 0));
+        drain.ends_with_the_queue_unrun(&ledger);
     });
 }
 
@@ -559,23 +585,9 @@ fn stop_now_escalates_a_draining_stop_and_waits_for_it() {
         let pool = Arc::new(pool(1, 2));
         // The blocker returns only once the cancel flag is up: the drain
         // below cannot finish until stop_now escalates it.
-        block_workers(&pool, &ledger, 0..1, &Action::WaitCancelled);
-        pool.submit(Probe::new(1, &ledger)).expect("submit");
-        pool.submit(Probe::new(2, &ledger)).expect("submit");
-        let (intake, producer, _) =
-            submit_in_thread(pool.submitter(), Probe::new(3, &ledger), via_submit);
-        let (report_tx, report_rx) = mpsc::channel();
-        let drainer = {
-            let pool = Arc::clone(&pool);
-            thread::spawn(move || report_tx.send(pool.stop()).expect("test alive"))
-        };
-        assert_eq!(
-            intake.recv_timeout(common::LIMIT).expect("woken"),
-            Err((true, 3))
-        );
-        producer.join().expect("producer");
+        let drain = Drain::behind(&pool, &ledger, Action::WaitCancelled);
         assert!(
-            report_rx.recv_timeout(STILL_BLOCKED).is_err(),
+            drain.report.recv_timeout(STILL_BLOCKED).is_err(),
             "drain ended early"
         );
 
@@ -589,19 +601,7 @@ fn stop_now_escalates_a_draining_stop_and_waits_for_it() {
             "stop_now returned before the drain: {stats:?}"
         );
         assert_eq!(stats.finished(), stats.accepted());
-        let drained = report_rx
-            .recv_timeout(common::LIMIT)
-            .expect("drain did not return")
-            .expect("stop");
-        drainer.join().expect("drainer");
-        assert_eq!(drained.succeeded, 1);
-        let (_, _, unrun) = ids_of(&drained);
-        assert_eq!(
-            unrun,
-            vec![1, 2],
-            "the draining call receives the unrun jobs"
-        );
-        assert_eq!((ledger.runs(1), ledger.runs(2)), (0, 0));
+        drain.ends_with_the_queue_unrun(&ledger);
     });
 }
 
