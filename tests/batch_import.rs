@@ -54,6 +54,24 @@ fn fixture(records: usize) -> Fixture {
     }
 }
 
+/// Creates the database and its schema (an import of no records).
+fn create_schema(config: &mut ImportConfig) {
+    config.max_records = Some(0);
+    import::run(config, &StopSignal::new(), &()).expect("create schema");
+    config.max_records = None;
+}
+
+/// Creates the schema, then holds the database's write lock from another
+/// connection until the returned connection is dropped.
+fn hold_write_lock(config: &mut ImportConfig) -> rusqlite::Connection {
+    create_schema(config);
+    let locker = rusqlite::Connection::open(&config.database).expect("open database");
+    locker
+        .execute_batch("BEGIN IMMEDIATE")
+        .expect("take the write lock");
+    locker
+}
+
 /// Record ids of rows matching `pick`.
 fn ids(manifest: &Manifest, pick: impl Fn(&generate::RowFacts) -> bool) -> BTreeSet<String> {
     (0..manifest.rows.len())
@@ -336,13 +354,7 @@ fn a_locked_database_fails_records_into_the_resume_file_after_bounded_retries() 
         } = fixture(200);
         // Create the schema, then hold the write lock from another
         // connection for the whole import.
-        config.max_records = Some(0);
-        import::run(&config, &StopSignal::new(), &()).expect("create schema");
-        config.max_records = None;
-        let locker = rusqlite::Connection::open(&config.database).expect("open database");
-        locker
-            .execute_batch("BEGIN IMMEDIATE")
-            .expect("take the write lock");
+        let locker = hold_write_lock(&mut config);
         config.busy_timeout = Duration::from_millis(1);
         config.retry = RetryPolicy {
             attempts: 3,
@@ -388,9 +400,7 @@ fn a_refused_batch_is_reported_record_by_record_and_resuming_imports_it() {
         // Create the schema, then make the database refuse one routine
         // record: its whole batch must fail, and every record of that batch
         // must be reported, none lost.
-        config.max_records = Some(0);
-        import::run(&config, &StopSignal::new(), &()).expect("create schema");
-        config.max_records = None;
+        create_schema(&mut config);
         let target = (RECORDS / 2..RECORDS)
             .find(|&i| manifest.rows[i].defect.is_none() && !manifest.rows[i].adverse_event)
             .map(record_id)
@@ -512,13 +522,7 @@ fn a_stop_while_the_database_is_locked_still_accounts_for_every_staged_record() 
             manifest,
             mut config,
         } = fixture(200);
-        config.max_records = Some(0);
-        import::run(&config, &StopSignal::new(), &()).expect("create schema");
-        config.max_records = None;
-        let locker = rusqlite::Connection::open(&config.database).expect("open database");
-        locker
-            .execute_batch("BEGIN IMMEDIATE")
-            .expect("take the write lock");
+        let locker = hold_write_lock(&mut config);
         // Small batches and a long backoff, so workers are waiting out a
         // retry's backoff when the stop comes (at the first progress tick,
         // 100 ms in): the stop cuts the wait short, their records stay
