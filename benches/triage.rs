@@ -30,10 +30,10 @@
 //! without a reserved worker it waits for a running job to end; with
 //! `reserved_urgent_workers(1)` it should start at once (target: p99 under
 //! 100 µs). With 2 general workers spinning on 2 cores the woken reserved
-//! thread still waits for the OS to give it a core, so a third row asks the
-//! scheduler for a short slice for the reserved worker and `SCHED_BATCH`
-//! for the general ones (`common::sched`, Linux 6.12+, no privileges),
-//! which lets it preempt a busy worker at once.
+//! thread still waits for the OS to give it a core, so a third row adds
+//! `general_worker_nice(5)` (Linux: the general workers lower their own
+//! priority, no privileges needed), which lets it preempt a busy worker at
+//! once.
 //!
 //! Last, how long `stop()` takes on an idle pool, against dropping the
 //! floor's channel and joining its threads (the issue's "stop on an idle
@@ -122,19 +122,16 @@ impl Job for Task {
 /// General workers in every scenario.
 const WORKERS: usize = 2;
 
-/// The slice the reserved workers ask for in the `slice` rows: the
-/// kernel's minimum, 0.1 ms.
-const SHORT_SLICE_NANOS: u64 = 100_000;
+/// The `general_worker_nice` increment of the third 10 ms row.
+const NICE: u8 = 5;
 
 /// Which pool a trial runs on.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Subject {
-    /// `slice`: the reserved workers ask the OS for a short time slice and
-    /// the general ones for `SCHED_BATCH` (`common::sched`), from
-    /// `on_worker_start`.
+    /// `nice`: the `general_worker_nice` increment.
     Triage {
         reserved: usize,
-        slice: bool,
+        nice: u8,
     },
     FifoChannel,
     FifoThreadpool,
@@ -144,9 +141,9 @@ impl Subject {
     fn label(self) -> &'static str {
         match self {
             Subject::Triage { reserved: 0, .. } => "triage-pool",
-            Subject::Triage { slice: false, .. } => "triage-pool, `reserved_urgent_workers(1)`",
-            Subject::Triage { slice: true, .. } => {
-                "triage-pool, `reserved_urgent_workers(1)`, 0.1 ms slice + `SCHED_BATCH`"
+            Subject::Triage { nice: 0, .. } => "triage-pool, `reserved_urgent_workers(1)`",
+            Subject::Triage { .. } => {
+                "triage-pool, `reserved_urgent_workers(1)`, `general_worker_nice(5)`"
             }
             Subject::FifoChannel => "FIFO: std threads + crossbeam channel",
             Subject::FifoThreadpool => "FIFO: `threadpool`",
@@ -172,7 +169,7 @@ impl Fifo {
 /// One triage-pool trial on a fresh pool; returns the start latency.
 fn trial_triage(
     reserved: usize,
-    slice: bool,
+    nice: u8,
     backlog: usize,
     work: u64,
     settle: Duration,
@@ -180,20 +177,7 @@ fn trial_triage(
     let pool: Pool<Task> = Pool::builder()
         .workers(WORKERS)
         .reserved_urgent_workers(reserved)
-        .on_worker_start(move |worker| {
-            // Indices from `WORKERS` on are the reserved urgent workers.
-            if !slice {
-                return;
-            }
-            let set = if worker >= WORKERS {
-                common::sched::request_slice(SHORT_SLICE_NANOS)
-            } else {
-                common::sched::batch_policy()
-            };
-            if let Err(e) = set {
-                eprintln!("worker {worker}: scheduler setting refused: {e}");
-            }
-        })
+        .general_worker_nice(nice)
         .capacity(Priority::Normal, backlog.max(1))
         .capacity(Priority::Urgent, 16)
         .build()
@@ -320,11 +304,11 @@ fn main() {
         for subject in [
             Subject::Triage {
                 reserved: 0,
-                slice: false,
+                nice: 0,
             },
             Subject::Triage {
                 reserved: 1,
-                slice: false,
+                nice: 0,
             },
             Subject::FifoChannel,
             Subject::FifoThreadpool,
@@ -345,11 +329,11 @@ fn main() {
         }
     }
     let long_backlog = 100;
-    for (reserved, slice, trials) in [(0, false, 100), (1, false, 300), (1, true, 300)] {
+    for (reserved, nice, trials) in [(0, 0, 100), (1, 0, 300), (1, NICE, 300)] {
         rows.push(Row {
             scenario: format!("{} × 10 ms", common::host::thousands(long_backlog as u64)),
             backlog: long_backlog,
-            subject: Subject::Triage { reserved, slice },
+            subject: Subject::Triage { reserved, nice },
             trials: scale(trials),
             work: ten_ms,
             jitter: Duration::from_millis(10),
@@ -391,8 +375,8 @@ fn main() {
                     Duration::from_millis(1) + rng.below(row.jitter)
                 };
                 let latency = match row.subject {
-                    Subject::Triage { reserved, slice } => {
-                        trial_triage(reserved, slice, row.backlog, row.work, settle)
+                    Subject::Triage { reserved, nice } => {
+                        trial_triage(reserved, nice, row.backlog, row.work, settle)
                     }
                     Subject::FifoChannel => trial_fifo(&channel, row.backlog, row.work),
                     Subject::FifoThreadpool => trial_fifo(&threadpool, row.backlog, row.work),
@@ -552,7 +536,7 @@ fn render(
             10_000,
             Subject::Triage {
                 reserved: 0,
-                slice: false,
+                nice: 0,
             },
         ),
         median_of(10_000, Subject::FifoChannel),
@@ -563,11 +547,11 @@ fn render(
             fifo.as_secs_f64() / triage.as_secs_f64().max(1e-9)
         ));
     }
-    for (slice, how) in [
-        (false, "default scheduling"),
-        (true, "on a 0.1 ms slice, general workers `SCHED_BATCH`"),
+    for (nice, how) in [
+        (0, "default scheduling"),
+        (NICE, "`general_worker_nice(5)`"),
     ] {
-        let subject = Subject::Triage { reserved: 1, slice };
+        let subject = Subject::Triage { reserved: 1, nice };
         let Some(row) = rows
             .iter()
             .find(|r| r.jitter > Duration::ZERO && r.subject == subject)

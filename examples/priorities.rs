@@ -16,6 +16,9 @@
 //! - with one reserved urgent worker on top: it starts at once, whatever the
 //!   general workers are running. (General workers still take urgent jobs
 //!   first, so some adverse events run on whichever thread gets there first.)
+//!   The general workers also lower their OS priority
+//!   (`Builder::general_worker_nice`, Linux), so the woken reserved thread
+//!   gets a core at once even when the general workers keep every core busy.
 //!
 //! Run with `cargo run --release --example priorities` (one to two seconds on
 //! an idle machine; the waits it prints grow with the machine's load).
@@ -228,6 +231,8 @@ fn run_import(reserved: usize, label: &'static str) -> Result<Outcome, Box<dyn E
     let pool: Pool<ImportJob> = Pool::builder()
         .workers(WORKERS)
         .reserved_urgent_workers(reserved)
+        // With a reserved worker, let it preempt busy general workers.
+        .general_worker_nice(if reserved > 0 { 5 } else { 0 })
         .capacity(Priority::Urgent, 64)
         .capacity(Priority::Normal, ROUTINE_BACKLOG)
         .capacity(Priority::Bulk, RESCORE_BATCHES)

@@ -20,13 +20,14 @@ const DEFAULT_CAPACITY: [usize; 3] = [256, 1024, 1024];
 /// |---|---|
 /// | [`workers`](Self::workers) | `num_cpus::get()` |
 /// | [`reserved_urgent_workers`](Self::reserved_urgent_workers) | 0 |
+/// | [`general_worker_nice`](Self::general_worker_nice) | 0 (OS priority unchanged) |
 /// | [`capacity`](Self::capacity) | `Urgent` 256, `Normal` 1024, `Bulk` 1024 |
 /// | [`low_water`](Self::low_water) | half of each lane's capacity |
 /// | [`starvation_bound`](Self::starvation_bound) | 32 |
 /// | [`thread_name`](Self::thread_name) | `"triage-pool"` |
 /// | [`stack_size`](Self::stack_size) | the platform's default |
 /// | [`timing`](Self::timing) | on |
-/// | [`on_worker_start`](Self::on_worker_start), [`on_worker_stop`](Self::on_worker_stop) | none |
+/// | [`on_worker_start`](Self::on_worker_start), [`on_worker_stop`](Self::on_worker_stop), [`on_worker_idle`](Self::on_worker_idle) | none |
 ///
 /// # Examples
 ///
@@ -64,6 +65,8 @@ pub struct Builder<J> {
     timing: bool,
     /// Worker start / stop callbacks.
     hooks: Hooks,
+    /// Nice increment for the general workers (0: leave them alone).
+    general_nice: u8,
     /// Test hook: the worker index whose spawn fails.
     #[cfg(test)]
     fail_spawn_at: Option<usize>,
@@ -83,6 +86,7 @@ impl<J> fmt::Debug for Builder<J> {
             .field("stack_size", &self.stack_size)
             .field("timing", &self.timing)
             .field("hooks", &self.hooks)
+            .field("general_worker_nice", &self.general_nice)
             .finish()
     }
 }
@@ -151,6 +155,7 @@ impl<J: Job> Builder<J> {
             stack_size: None,
             timing: true,
             hooks: Hooks::default(),
+            general_nice: 0,
             #[cfg(test)]
             fail_spawn_at: None,
             job: PhantomData,
@@ -188,14 +193,11 @@ impl<J: Job> Builder<J> {
     /// is busy with general workers' CPU-bound jobs, how soon a woken
     /// reserved thread runs is up to the OS scheduler. Measured on 2 cores
     /// with two general workers in 10 ms jobs (`benches/triage.rs`): median
-    /// 7 µs, but p99 about 2.5 ms — the rest of a busy worker's time slice.
-    /// On Linux 6.12 or later two unprivileged scheduler settings, applied
-    /// from [`on_worker_start`](Self::on_worker_start) (reserved workers
-    /// have the indices `workers..workers + reserved`), bring that p99 to
-    /// about 40 µs: a 0.1 ms time slice for the reserved threads
-    /// (`sched_setattr` with `sched_runtime`) and `SCHED_BATCH` for the
-    /// general ones. This crate makes no system calls of its own; the
-    /// bench's `benches/common/sched.rs` shows both calls.
+    /// about 5 µs, but p99 about 2.5 ms — the rest of a busy worker's time
+    /// slice. Pair the reserved workers with
+    /// [`general_worker_nice`](Self::general_worker_nice) on Linux to let
+    /// the woken thread preempt a busy general worker at once: p99 then
+    /// measures in tens of microseconds.
     ///
     /// # Examples
     ///
@@ -209,6 +211,49 @@ impl<J: Job> Builder<J> {
     #[must_use]
     pub fn reserved_urgent_workers(mut self, reserved: usize) -> Self {
         self.reserved = reserved;
+        self
+    }
+
+    /// Lowers the OS priority of the general workers: each raises its own
+    /// nice value by `increment` (capped at the maximum, 19) as it starts,
+    /// before the [`on_worker_start`](Self::on_worker_start) hook. Reserved
+    /// urgent workers keep the priority they inherit. Defaults to 0, which
+    /// leaves every thread alone.
+    ///
+    /// A lower-priority thread is preempted sooner when a higher-priority
+    /// one wakes, so a reserved urgent worker (or your producer thread, or
+    /// another process such as the database) gets a core at once instead
+    /// of after a busy general worker's time slice. Measured on the 2-core
+    /// host with two general workers in 10 ms CPU-bound jobs and one
+    /// reserved worker (`benches/triage.rs`): urgent start latency p99
+    /// 2–3 ms at 0, 10–30 µs at 5. Increments of 1–3 helped only some of
+    /// the time; 5 is a good start. When nothing else wants the CPU the
+    /// general workers run as fast as before: a nice value only matters
+    /// between threads competing for a core.
+    ///
+    /// Raising a nice value needs no privileges; lowering it again does, so
+    /// the change lasts for the thread's life (the pool's threads are its
+    /// own and end with it). Applies on Linux, where the nice value belongs
+    /// to one thread; ignored on other platforms, where it would slow down
+    /// the whole process. If the OS refuses (a seccomp filter, say), the
+    /// worker logs a `warn` event and runs at its inherited priority.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use triage_pool::{FnJob, Pool};
+    ///
+    /// let pool: Pool<FnJob> = Pool::builder()
+    ///     .workers(2)
+    ///     .reserved_urgent_workers(1)
+    ///     .general_worker_nice(5)
+    ///     .build()?;
+    /// pool.stop()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn general_worker_nice(mut self, increment: u8) -> Self {
+        self.general_nice = increment;
         self
     }
 
@@ -417,8 +462,9 @@ impl<J: Job> Builder<J> {
     /// Runs `hook` on each worker thread, with the worker's index, before
     /// the worker takes its first job: the place to open a per-worker
     /// resource (a database connection in a thread-local, say), or to set
-    /// the thread's scheduling (see
-    /// [`reserved_urgent_workers`](Self::reserved_urgent_workers)).
+    /// the thread's scheduling (a general worker's
+    /// [`general_worker_nice`](Self::general_worker_nice) is already
+    /// applied when the hook runs).
     ///
     /// General workers have the indices `0..workers`, reserved urgent
     /// workers `workers..workers + reserved` — the same index as
@@ -630,6 +676,11 @@ impl<J: Job> Builder<J> {
                 name: name.clone(),
                 stack_size: self.stack_size,
                 starvation_bound: self.starvation_bound,
+                nice: if role == Role::General {
+                    self.general_nice
+                } else {
+                    0
+                },
                 #[cfg(test)]
                 fail: self.fail_spawn_at == Some(index),
                 #[cfg(not(test))]

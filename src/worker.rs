@@ -72,6 +72,8 @@ pub(crate) struct Spawn {
     pub(crate) stack_size: Option<usize>,
     /// Starvation bound for its lane choice.
     pub(crate) starvation_bound: Option<u32>,
+    /// How much to raise the thread's nice value before the start hook.
+    pub(crate) nice: u8,
     /// Only for tests: pretend the OS refused this spawn.
     pub(crate) fail: bool,
 }
@@ -89,8 +91,29 @@ pub(crate) fn spawn<J: Job>(shared: &Arc<Shared<J>>, spec: Spawn) -> io::Result<
         builder = builder.stack_size(size);
     }
     let shared = Arc::clone(shared);
-    let (index, role, bound) = (spec.index, spec.role, spec.starvation_bound);
-    builder.spawn(move || run(&shared, index, Picker::new(role, bound), role))
+    let (index, role, bound, nice) = (spec.index, spec.role, spec.starvation_bound, spec.nice);
+    builder.spawn(move || {
+        if nice > 0 {
+            lower_priority(shared.id, index, nice);
+        }
+        run(&shared, index, Picker::new(role, bound), role);
+    })
+}
+
+/// Applies `Builder::general_worker_nice` to the calling worker thread; a
+/// refusal is logged and the worker runs at its inherited priority.
+fn lower_priority(pool: u64, worker: usize, increment: u8) {
+    match crate::os::lower_current_thread_priority(increment) {
+        Ok(Some(nice)) => tracing::debug!(pool, worker, nice, "worker priority lowered"),
+        Ok(None) => {}
+        Err(error) => tracing::warn!(
+            pool,
+            worker,
+            increment,
+            %error,
+            "could not lower the worker's priority; it keeps the inherited nice value"
+        ),
+    }
 }
 
 /// Counts the worker out of `shared.live` however it exits.

@@ -5,7 +5,6 @@
 #![allow(dead_code)]
 
 pub(crate) mod host;
-pub(crate) mod sched;
 
 use std::hint::black_box;
 use std::path::PathBuf;
