@@ -193,7 +193,7 @@ impl<J: Job> Builder<J> {
     /// is busy with general workers' CPU-bound jobs, how soon a woken
     /// reserved thread runs is up to the OS scheduler. Measured on 2 cores
     /// with two general workers in 10 ms jobs (`benches/triage.rs`): median
-    /// about 5 µs, but p99 about 2.5 ms — the rest of a busy worker's time
+    /// about 7 µs, but p99 about 2.4 ms — the rest of a busy worker's time
     /// slice. Pair the reserved workers with
     /// [`general_worker_nice`](Self::general_worker_nice) on Linux to let
     /// the woken thread preempt a busy general worker at once: p99 then
@@ -217,17 +217,18 @@ impl<J: Job> Builder<J> {
     /// Lowers the OS priority of the general workers: each raises its own
     /// nice value by `increment` (capped at the maximum, 19) as it starts,
     /// before the [`on_worker_start`](Self::on_worker_start) hook. Reserved
-    /// urgent workers keep the priority they inherit. Defaults to 0, which
-    /// leaves every thread alone.
+    /// urgent workers keep the priority they inherit. Threads and processes
+    /// that a job on a general worker spawns inherit the lowered priority.
+    /// Defaults to 0, which leaves every thread alone.
     ///
     /// A lower-priority thread is preempted sooner when a higher-priority
     /// one wakes, so a reserved urgent worker (or your producer thread, or
     /// another process such as the database) gets a core at once instead
     /// of after a busy general worker's time slice. Measured on the 2-core
     /// host with two general workers in 10 ms CPU-bound jobs and one
-    /// reserved worker (`benches/triage.rs`): urgent start latency p99
-    /// 2–3 ms at 0, 10–30 µs at 5. Increments of 1–3 helped only some of
-    /// the time; 5 is a good start. When nothing else wants the CPU the
+    /// reserved worker (`benches/triage.rs`, 300 trials): urgent start
+    /// latency p99 2.4 ms at 0, 47 µs at 5. In smaller runs increments of
+    /// 1–3 helped only some of the time; 5 is a good start. When nothing else wants the CPU the
     /// general workers run as fast as before: a nice value only matters
     /// between threads competing for a core.
     ///
@@ -384,7 +385,9 @@ impl<J: Job> Builder<J> {
     /// where `index` is the worker index of [`Context::worker_index`](crate::Context::worker_index)
     /// (general workers first: with `workers(2)` the first reserved worker
     /// is `{prefix}-urgent-2`).
-    /// Defaults to `"triage-pool"`.
+    /// Defaults to `"triage-pool"`. A prefix containing a NUL byte (which no
+    /// OS thread name can hold) makes [`build`](Self::build) fail with an
+    /// invalid-config error.
     ///
     /// # Examples
     ///
@@ -470,7 +473,14 @@ impl<J: Job> Builder<J> {
     /// workers `workers..workers + reserved` — the same index as
     /// [`Context::worker_index`](crate::Context::worker_index) and the
     /// thread name. The hooks of different workers run concurrently, in no
-    /// particular order; `build` does not wait for them.
+    /// particular order; `build` does not wait for them. The hooks run on
+    /// this pool's worker threads, so inside them the pool's stop methods
+    /// and `wait_idle` return [`StopError::OnWorkerThread`](crate::StopError::OnWorkerThread)
+    /// and a submit to a full lane is refused, as inside a job.
+    ///
+    /// If [`build`](Self::build) fails to spawn a later worker, the workers
+    /// already started still run their start and stop hooks as they shut
+    /// down, and `build` waits for them before returning the error.
     ///
     /// A panic in the hook is caught and logged at `error`; the worker then
     /// runs normally.
@@ -607,8 +617,9 @@ impl<J: Job> Builder<J> {
     /// A [`BuildError`] that [`is_invalid_config`](BuildError::is_invalid_config)
     /// for 0 workers, more than [`MAX_WORKERS`](Self::MAX_WORKERS) threads,
     /// a lane capacity of 0, above [`MAX_CAPACITY`](Self::MAX_CAPACITY) or
-    /// too large to allocate, or a [`low_water`](Self::low_water) mark not
-    /// below its lane's capacity; nothing was started. One that
+    /// too large to allocate, a [`low_water`](Self::low_water) mark not
+    /// below its lane's capacity, or a NUL byte in the
+    /// [`thread_name`](Self::thread_name) prefix; nothing was started. One that
     /// [`is_spawn_failure`](BuildError::is_spawn_failure) if the OS refused a
     /// thread; the workers already started were stopped and joined.
     ///
@@ -632,6 +643,11 @@ impl<J: Job> Builder<J> {
             return Err(BuildError::new(BuildErrorKind::TooManyWorkers {
                 requested: total,
                 max: Self::MAX_WORKERS,
+            }));
+        }
+        if self.thread_name.contains('\0') {
+            return Err(BuildError::new(BuildErrorKind::NulInThreadName {
+                prefix: self.thread_name,
             }));
         }
         let mut low_water = [0; 3];

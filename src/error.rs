@@ -208,6 +208,8 @@ pub(crate) enum BuildErrorKind {
         depth: usize,
         capacity: usize,
     },
+    #[error("the thread name prefix {prefix:?} contains a NUL byte")]
+    NulInThreadName { prefix: String },
     #[error("failed to spawn worker thread {name:?}")]
     Spawn {
         name: String,
@@ -222,8 +224,8 @@ impl BuildError {
     }
 
     /// Whether a setting was invalid (0 workers, a zero or absurd capacity,
-    /// a low-water mark not below its capacity, too many workers). Nothing
-    /// was started.
+    /// a low-water mark not below its capacity, too many workers, a NUL
+    /// byte in the thread name prefix). Nothing was started.
     ///
     /// # Examples
     ///
@@ -281,7 +283,8 @@ impl BuildError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum StopError {
-    /// Called from one of the pool's own worker threads (from inside a job):
+    /// Called from one of the pool's own worker threads (inside a job or a
+    /// worker hook):
     /// stopping waits for every worker to exit, and `wait_idle` for every
     /// job to finish, which would wait forever for the calling job itself.
     /// Nothing was changed; the pool keeps running.

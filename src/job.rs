@@ -102,7 +102,10 @@ pub trait Job: Send + 'static {
     /// [`submit`](crate::Submitter::submit) and friends. The `*_to` variants
     /// (such as [`submit_to`](crate::Submitter::submit_to)) override it.
     ///
-    /// Defaults to [`Priority::Normal`].
+    /// Defaults to [`Priority::Normal`]. Called once per submit, on the
+    /// submitting thread, before the job is accepted: keep it cheap, and
+    /// do not panic in it (the panic reaches the caller of `submit`, and
+    /// the job is dropped, never accepted).
     ///
     /// # Examples
     ///
@@ -389,9 +392,13 @@ impl Context {
     /// whichever comes first, and returns [`is_cancelled`](Self::is_cancelled).
     ///
     /// Use it instead of `thread::sleep` in a job that backs off between
-    /// retries, so a stop does not wait out the sleep. A zero timeout only
-    /// checks the flag; `Duration::MAX` waits for cancellation with no
-    /// deadline.
+    /// retries, so a [`stop_now`](crate::Pool::stop_now) or a passed
+    /// [`stop_timeout`](crate::Pool::stop_timeout) deadline does not wait
+    /// out the sleep. [`stop`](crate::Pool::stop) and dropping the pool
+    /// never raise the flag (they let jobs finish), so under them the
+    /// sleep runs its full `timeout`. A zero timeout only checks the flag;
+    /// `Duration::MAX` waits for cancellation with no deadline — a job
+    /// doing that under `stop` or `Drop` never returns.
     ///
     /// # Examples
     ///

@@ -86,6 +86,11 @@ const IN_FLIGHT: u64 = 1 << 1;
 const IN_FLIGHT_MASK: u64 = ((1 << 20) - 1) << 1;
 /// `Gate::state` increment for one accepted job (bits 21..=63: 2^43 jobs).
 const ACCEPTED: u64 = 1 << 21;
+/// A stripe whose value reaches this (2^42 jobs accepted through it) moves
+/// `CARRY` of them to `Gate::carried` before its field can wrap.
+const CARRY_AT: u64 = 1 << 63;
+/// Jobs moved from a stripe to `Gate::carried` at a time.
+const CARRY: u64 = 1 << 41;
 
 // Intake gate (the shutdown protocol, producer side).
 //
@@ -109,6 +114,14 @@ const ACCEPTED: u64 = 1 << 21;
 // job is either in a lane (and will be run or drained by the stop) or back
 // in its caller's hands — never both, never neither.
 //
+// The accepted field of a stripe would wrap after 2^43 jobs through it
+// (days of empty jobs from one producer thread). A submit that finds its
+// stripe at 2^42 moves 2^41 of the count to `carried`, one mover at a time
+// (`carry_lock`), inside a seqlock (`carry_seq` odd while moving): first
+// `carried += 2^41`, then the stripe's field -= 2^41. `accepted()` retries
+// while a move is under way, so it never sees a count twice or not at all.
+// The move never touches the CLOSED bit or the in-flight count.
+//
 // A submit blocked on a full lane is inside the gate, so the stop must wake
 // it: `close` sets CLOSED and then notifies every lane's `room` group; the
 // blocked submit checks CLOSED under that group's lock before each sleep,
@@ -123,6 +136,12 @@ struct Gate {
     lock: Mutex<()>,
     /// Wakes the stopper when the last submit leaves a closed gate.
     cv: Condvar,
+    /// Accepted jobs moved out of the stripes (see the gate's comment).
+    carried: AtomicU64,
+    /// Odd while a carry is under way.
+    carry_seq: AtomicU64,
+    /// One carry at a time.
+    carry_lock: Mutex<()>,
 }
 
 // Sleeping workers (the wake-up protocol).
@@ -162,10 +181,12 @@ struct Gate {
 // A waiter registers in `idle`, then checks "every accepted job finished"
 // under the group lock, then sleeps. Whatever can make that true wakes the
 // group: a worker recording a job's outcome (a relaxed check on its hot
-// path), an acceptance taken back, a worker exiting, and — the fenced
-// backstop against a stale relaxed read — a worker about to sleep because
-// the lanes are empty, which is where a worker always goes after the last
-// job.
+// path), an acceptance taken back, and — the fenced backstop against a
+// stale relaxed read — a worker about to sleep because the lanes are empty,
+// which is where a running pool's worker always goes after the last job.
+// Where no worker's idle path follows, the wake-up itself is fenced: a
+// worker exiting, a stop counting the jobs it hands back (after the last
+// worker exited), a submit refused because intake closed.
 
 /// One group of sleepers: idle workers, or producers waiting for room.
 #[derive(Debug)]
@@ -333,6 +354,9 @@ impl<J> Lanes<J> {
                 stripes: std::array::from_fn(|_| CachePadded::new(AtomicU64::new(0))),
                 lock: Mutex::new(()),
                 cv: Condvar::new(),
+                carried: AtomicU64::new(0),
+                carry_seq: AtomicU64::new(0),
+                carry_lock: Mutex::new(()),
             },
             sealed: AtomicBool::new(false),
             general: Sleepers::new(),
@@ -418,9 +442,15 @@ impl<J> Lanes<J> {
     ) -> Result<(), Refused<J>> {
         let stripe = self.stripe();
         let prev = stripe.fetch_add(IN_FLIGHT + ACCEPTED, Ordering::AcqRel);
+        if prev >= CARRY_AT {
+            self.carry(stripe);
+        }
         if prev & CLOSED != 0 {
             self.leave_gate(stripe, IN_FLIGHT + ACCEPTED);
             counters.refused.fetch_add(1, Ordering::Relaxed);
+            // A `wait_idle` may have seen the brief acceptance and gone back
+            // to sleep; nothing else would wake it on a stopped pool.
+            self.wake_idle_waiters_fenced();
             return Err(Refused::Stopped(job));
         }
         let envelope = Envelope {
@@ -481,6 +511,11 @@ impl<J> Lanes<J> {
             room.count.fetch_sub(1, Ordering::SeqCst);
             if timed_out {
                 drop(guard);
+                // A close that raced the deadline wins: once intake is
+                // closed, every submit is refused as stopped.
+                if self.is_closed() {
+                    return Err(Refused::Stopped(envelope.job));
+                }
                 return queue
                     .try_push(envelope)
                     .map_err(|envelope| Refused::Timeout(envelope.job));
@@ -504,6 +539,17 @@ impl<J> Lanes<J> {
     /// the fenced one on a worker's idle path (see "Idle waiters").
     pub(crate) fn wake_idle_waiters(&self) {
         if self.idle.count.load(Ordering::Relaxed) > 0 {
+            self.idle.notify_all();
+        }
+    }
+
+    /// [`wake_idle_waiters`](Self::wake_idle_waiters) with a full fence:
+    /// for the cold paths after which no worker's idle path may follow (a
+    /// worker exiting, a stop counting jobs unrun, a refusal after close),
+    /// so a stale read of the waiter count must not be possible.
+    pub(crate) fn wake_idle_waiters_fenced(&self) {
+        fence(Ordering::SeqCst);
+        if self.idle.count.load(Ordering::SeqCst) > 0 {
             self.idle.notify_all();
         }
     }
@@ -580,11 +626,39 @@ impl<J> Lanes<J> {
 
     /// Jobs accepted so far (including, transiently, ones being refused).
     pub(crate) fn accepted(&self) -> u64 {
-        self.gate
-            .stripes
-            .iter()
-            .map(|stripe| stripe.load(Ordering::Acquire) / ACCEPTED)
-            .sum()
+        let gate = &self.gate;
+        loop {
+            let seq = gate.carry_seq.load(Ordering::SeqCst);
+            if seq & 1 == 0 {
+                let in_stripes: u64 = gate
+                    .stripes
+                    .iter()
+                    .map(|stripe| stripe.load(Ordering::SeqCst) / ACCEPTED)
+                    .sum();
+                let total = in_stripes + gate.carried.load(Ordering::SeqCst);
+                if gate.carry_seq.load(Ordering::SeqCst) == seq {
+                    return total;
+                }
+            }
+            // A carry is moving 2^41 jobs between two counters: a few
+            // instructions, once every 2^41 submits on a stripe.
+            crate::sync::thread::yield_now();
+        }
+    }
+
+    /// Moves `CARRY` accepted jobs from `stripe` to `carried` if the
+    /// stripe's count is still at `CARRY_AT` (see the gate's comment).
+    #[cold]
+    fn carry(&self, stripe: &AtomicU64) {
+        let gate = &self.gate;
+        let _one_at_a_time = gate.carry_lock.lock();
+        if stripe.load(Ordering::SeqCst) < CARRY_AT {
+            return; // another submit on this stripe moved it already
+        }
+        gate.carry_seq.fetch_add(1, Ordering::SeqCst);
+        gate.carried.fetch_add(CARRY, Ordering::SeqCst);
+        stripe.fetch_sub(CARRY * ACCEPTED, Ordering::SeqCst);
+        gate.carry_seq.fetch_add(1, Ordering::SeqCst);
     }
 
     /// Whether intake is closed.
@@ -759,5 +833,61 @@ impl Picker {
             }
         }
         (Priority::from_index(index), envelope)
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    /// A stripe about to pass 2^42 accepted jobs carries 2^41 of them to
+    /// `carried`; the total stays exact and the gate's other bits are kept.
+    #[test]
+    fn the_accepted_count_carries_instead_of_wrapping() {
+        let lanes: Lanes<u32> = Lanes::new([4, 8, 4], [2, 4, 2], false);
+        let counters = Counters::default();
+        // Assign this thread its stripe, then pretend 2^42 - 2 jobs went
+        // through it (and none through any other).
+        let stripe = lanes.stripe();
+        let start = (1_u64 << 42) - 2;
+        stripe.store(start * ACCEPTED, Ordering::SeqCst);
+        assert_eq!(lanes.accepted(), start);
+        for job in 0..4 {
+            assert!(lanes
+                .push(Priority::Normal, job, Wait::Never, &counters)
+                .is_ok());
+            assert_eq!(lanes.accepted(), start + u64::from(job) + 1);
+        }
+        // The submit that found 2^42 moved 2^41 out of the stripe, once.
+        assert_eq!(lanes.gate.carried.load(Ordering::SeqCst), CARRY);
+        assert_eq!(stripe.load(Ordering::SeqCst) / ACCEPTED, start + 4 - CARRY);
+        assert_eq!(lanes.gate.carry_seq.load(Ordering::SeqCst), 2);
+        // Nothing in flight, intake open: the low bits are untouched.
+        assert_eq!(stripe.load(Ordering::SeqCst) & (CLOSED | IN_FLIGHT_MASK), 0);
+        // Closing still works, and a refused submit takes its count back.
+        lanes.close();
+        assert!(lanes
+            .push(Priority::Normal, 9, Wait::Never, &counters)
+            .is_err());
+        assert_eq!(lanes.accepted(), start + 4);
+        assert_eq!(stripe.load(Ordering::SeqCst) & CLOSED, CLOSED);
+    }
+
+    /// Right at the edge of the 43-bit field, counting goes on past it
+    /// (without the carry, the fourth submit would wrap it to zero).
+    #[test]
+    fn the_accepted_count_goes_past_two_to_the_forty_three() {
+        let lanes: Lanes<u32> = Lanes::new([4, 8, 4], [2, 4, 2], false);
+        let counters = Counters::default();
+        let stripe = lanes.stripe();
+        let start = (1_u64 << 43) - 2;
+        stripe.store(start * ACCEPTED, Ordering::SeqCst);
+        for job in 0..4 {
+            assert!(lanes
+                .push(Priority::Normal, job, Wait::Never, &counters)
+                .is_ok());
+            assert_eq!(lanes.accepted(), start + u64::from(job) + 1);
+        }
+        assert!(stripe.load(Ordering::SeqCst) < CARRY_AT);
     }
 }

@@ -167,7 +167,7 @@
 //! |---|---|---|---|
 //! | [`Pool::stop`] | run | waited for | when all ran |
 //! | [`Pool::stop_now`] | handed back unrun | waited for (cancel flag up) | when running ones return |
-//! | [`Pool::stop_timeout`] | run until the deadline, then handed back | abandoned at the deadline | by the deadline |
+//! | [`Pool::stop_timeout`] | run until the deadline, then handed back | abandoned at the deadline | shortly after the deadline |
 //! | `drop(pool)` | run | waited for | like `stop`, report logged |
 //!
 //! All of them close intake first: every later submit is refused with its
@@ -177,9 +177,12 @@
 //! queue order, ready for a resume file). The ledger balances:
 //! `accepted = succeeded + failed + panicked + unrun + abandoned`.
 //!
-//! Stops are idempotent and may race each other and `Drop`; a stop called
-//! from inside one of the pool's own jobs returns [`StopError::OnWorkerThread`]
-//! instead of waiting for itself.
+//! Stops are idempotent and may race each other and `Drop` (a `stop_now`, or
+//! a `stop_timeout` whose deadline passes, escalates a `stop` already
+//! draining: that call then hands the rest of the queue back unrun); a stop
+//! called from one of the pool's own worker threads — inside a job or a
+//! worker hook — returns [`StopError::OnWorkerThread`] instead of waiting
+//! for itself.
 //!
 //! # Per-worker resources
 //!

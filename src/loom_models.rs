@@ -71,6 +71,20 @@ fn model<F: Fn() + Sync + Send + 'static>(f: F) {
     builder.check(f);
 }
 
+/// [`model`] with the preemption bound capped at `cap`, for a model whose
+/// state space at the CI bound takes too long (set
+/// `TRIAGE_LOOM_UNCAPPED=1` to run it at the full bound by hand).
+fn model_capped<F: Fn() + Sync + Send + 'static>(cap: usize, f: F) {
+    let mut builder = loom::model::Builder::new();
+    let bound = builder.preemption_bound.unwrap_or(3);
+    builder.preemption_bound = Some(if std::env::var_os("TRIAGE_LOOM_UNCAPPED").is_some() {
+        bound
+    } else {
+        bound.min(cap)
+    });
+    builder.check(f);
+}
+
 fn pool(capacity: usize) -> Pool<Probe> {
     Pool::builder()
         .workers(1)
@@ -221,6 +235,35 @@ fn wait_idle_sees_the_last_job() {
         assert_eq!((runs.get(0), runs.get(1)), (1, 1));
         assert_eq!(pool.stats().pending(), 0);
         assert_eq!(pool.stop().expect("stop").succeeded, 2);
+    });
+}
+
+/// `wait_idle` racing `stop_now`: the jobs the stop hands back are counted
+/// after the worker exited, and the waiter must still see the ledger
+/// balance and return.
+///
+/// Injected bug: removing the wake-up at the end of `Pool::collect` (the
+/// `wake_idle_waiters_fenced` call after the unrun count) — loom reported
+/// a deadlock: the waiter re-checked on the worker's exit, saw the handed-
+/// back job still pending and slept for good. (The same bug, found first
+/// by `tests/wait_idle.rs`, was in the pool until 2026-11-26.) Found in 4 s
+/// at bound 2; the model runs at bound 2 (about a minute), since bound 3
+/// takes over ten minutes on 2 cores.
+#[test]
+fn wait_idle_races_stop_now() {
+    model_capped(2, || {
+        let runs = Arc::new(Runs::default());
+        let pool = Arc::new(pool(2));
+        pool.submit(Probe::new(0, Priority::Normal, &runs))
+            .expect("submit");
+        let waiter = {
+            let pool = Arc::clone(&pool);
+            loom::thread::spawn(move || pool.wait_idle().expect("not on a worker"))
+        };
+        let report = pool.stop_now().expect("stop_now");
+        waiter.join().unwrap();
+        accounted_once(&[0], &runs, &[&report], &[]);
+        assert_eq!(pool.stats().pending(), 0);
     });
 }
 

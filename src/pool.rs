@@ -119,7 +119,7 @@ impl<J: Job> Shared<J> {
     pub(crate) fn worker_exited(&self) {
         *self.live.lock() -= 1;
         self.live_cv.notify_all();
-        self.lanes.wake_idle_waiters();
+        self.lanes.wake_idle_waiters_fenced();
     }
 
     /// Whether every job accepted so far has reached a terminal state.
@@ -231,7 +231,8 @@ impl<J: Job> Submitter<J> {
     /// refills half a lane per wake-up instead of waking for every freed
     /// slot — or until the pool begins to stop (then the job comes back in
     /// [`SubmitError::Stopped`]). Called from one of
-    /// this pool's own workers (a job submitting follow-up work), it never
+    /// this pool's own worker threads (a job submitting follow-up work, or
+    /// a worker hook), it never
     /// blocks: a full lane refuses with [`SubmitError::Full`], because every
     /// worker waiting for room only workers can make would deadlock.
     ///
@@ -239,6 +240,11 @@ impl<J: Job> Submitter<J> {
     ///
     /// [`SubmitError::Stopped`] once intake is closed;
     /// [`SubmitError::Full`] only on this pool's own worker threads.
+    ///
+    /// # Panics
+    ///
+    /// If `job.priority()` panics, on the calling thread: the job was not
+    /// accepted and is dropped while the panic unwinds.
     ///
     /// # Examples
     ///
@@ -291,6 +297,11 @@ impl<J: Job> Submitter<J> {
     ///
     /// [`TrySubmitError::Full`] if the lane is at capacity,
     /// [`TrySubmitError::Stopped`] once intake is closed. The job is inside.
+    ///
+    /// # Panics
+    ///
+    /// If `job.priority()` panics, on the calling thread: the job was not
+    /// accepted and is dropped while the panic unwinds.
     ///
     /// # Examples
     ///
@@ -349,13 +360,20 @@ impl<J: Job> Submitter<J> {
     /// [`submit`](Self::submit), without a deadline — except on this pool's
     /// own worker threads, where a full lane is refused at once with
     /// `Timeout`, as `submit` refuses it. Any finite timeout waits on worker
-    /// threads too: the wait is bounded, so it cannot deadlock.
+    /// threads too, until its deadline however far away: the wait is
+    /// bounded, so it cannot deadlock, but a worker waiting blocks its own
+    /// lane's progress meanwhile, so keep such timeouts short.
     ///
     /// # Errors
     ///
     /// [`SubmitTimeoutError::Timeout`] if the lane was full at the
     /// deadline, [`SubmitTimeoutError::Stopped`] once intake is closed (also
     /// while waiting). The job is inside.
+    ///
+    /// # Panics
+    ///
+    /// If `job.priority()` panics, on the calling thread: the job was not
+    /// accepted and is dropped while the panic unwinds.
     ///
     /// # Examples
     ///
@@ -423,8 +441,9 @@ impl<J: Job> Submitter<J> {
     ///
     /// # Errors
     ///
-    /// [`StopError::OnWorkerThread`] if called from inside a job of this
-    /// pool: it would wait for its own job to finish.
+    /// [`StopError::OnWorkerThread`] if called from one of this pool's
+    /// worker threads (inside a job or a worker hook): it would wait for
+    /// its own job to finish.
     ///
     /// # Examples
     ///
@@ -721,10 +740,18 @@ impl<J: Job> Pool<J> {
     /// (waiting for its job to end). Either way it then returns an empty
     /// report: only the call that performed the stop receives the jobs.
     ///
+    /// Another thread can cut the drain short: a [`stop_now`](Self::stop_now)
+    /// called meanwhile, or a [`stop_timeout`](Self::stop_timeout) whose
+    /// deadline passes while it waits for this stop, escalates it — the
+    /// jobs still queued then come back in this call's
+    /// [`StopReport::unrun`] instead of running, and running jobs see the
+    /// cancel flag. Without such a call, `unrun` is empty.
+    ///
     /// # Errors
     ///
-    /// [`StopError::OnWorkerThread`] if called from inside a job of this
-    /// pool; the pool is left untouched.
+    /// [`StopError::OnWorkerThread`] if called from one of this pool's
+    /// worker threads (inside a job or a worker hook); the pool is left
+    /// untouched.
     ///
     /// # Examples
     ///
@@ -760,7 +787,8 @@ impl<J: Job> Pool<J> {
     ///
     /// # Errors
     ///
-    /// [`StopError::OnWorkerThread`] if called from inside a job of this pool.
+    /// [`StopError::OnWorkerThread`] if called from one of this pool's
+    /// worker threads (inside a job or a worker hook).
     ///
     /// # Examples
     ///
@@ -768,8 +796,20 @@ impl<J: Job> Pool<J> {
     /// use triage_pool::{FnJob, Pool};
     ///
     /// let pool: Pool<FnJob> = Pool::builder().workers(1).build()?;
+    /// let (started_tx, started_rx) = std::sync::mpsc::channel();
+    /// pool.submit(FnJob::new(move |ctx| {
+    ///     started_tx.send(()).unwrap();
+    ///     while !ctx.is_cancelled() {
+    ///         std::thread::yield_now(); // a long job, checking the flag
+    ///     }
+    /// }))?;
+    /// started_rx.recv()?; // the only worker is busy...
+    /// for _ in 0..3 {
+    ///     pool.submit(FnJob::new(|_| ()))?; // ...so these stay queued
+    /// }
     /// let report = pool.stop_now()?;
-    /// assert!(report.unrun.is_empty());
+    /// assert_eq!(report.succeeded, 1); // the running job returned early
+    /// assert_eq!(report.unrun.len(), 3); // the queue came back unrun
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn stop_now(&self) -> Result<StopReport<J>, StopError> {
@@ -800,7 +840,8 @@ impl<J: Job> Pool<J> {
     ///
     /// # Errors
     ///
-    /// [`StopError::OnWorkerThread`] if called from inside a job of this pool.
+    /// [`StopError::OnWorkerThread`] if called from one of this pool's
+    /// worker threads (inside a job or a worker hook).
     ///
     /// # Examples
     ///
@@ -1000,6 +1041,10 @@ impl<J: Job> Pool<J> {
         counters
             .abandoned
             .fetch_add(abandoned.len() as u64, Ordering::AcqRel);
+        // The workers are gone, so their exits' wake-ups came before these
+        // counts: a `wait_idle` that re-checked then is asleep again and
+        // only this wake-up lets it see the ledger balance.
+        shared.lanes.wake_idle_waiters_fenced();
         StopReport {
             succeeded: stats::terminal(&shared.slots, counters).0,
             failed: self.take_failed(),
@@ -1026,8 +1071,11 @@ impl<J: Job> Drop for Pool<J> {
     /// Workers a `stop_timeout` abandoned are not waited for. A pool dropped
     /// on one of its own worker threads closes intake and lets its workers
     /// drain and exit on their own, detached; jobs that fail or panic in
-    /// that drain are logged at `warn` (with counts) and dropped when the
-    /// last worker exits.
+    /// that drain are logged at `warn` (with counts) and dropped once the
+    /// last worker has exited and the last [`Submitter`] is gone (until
+    /// then, a `Submitter`'s owner can still take them with
+    /// [`take_failed`](Submitter::take_failed) /
+    /// [`take_panicked`](Submitter::take_panicked)).
     fn drop(&mut self) {
         let shared = Arc::clone(&self.submitter.shared);
         if worker::on_worker_of(shared.id) {

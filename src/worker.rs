@@ -270,14 +270,32 @@ fn late_outcome<J: Job>(
     job: J,
     outcome: Result<Result<(), J::Error>, String>,
 ) {
-    let outcome = match outcome {
-        Ok(Ok(())) => "succeeded".to_owned(),
+    match outcome {
+        Ok(Ok(())) => tracing::warn!(
+            pool,
+            worker,
+            %lane,
+            outcome = "succeeded",
+            "abandoned job finished after its stop deadline"
+        ),
         Ok(Err(error)) => {
             let _ = unwind::drop_contained(error);
-            "failed".to_owned()
+            tracing::warn!(
+                pool,
+                worker,
+                %lane,
+                outcome = "failed",
+                "abandoned job finished after its stop deadline"
+            );
         }
-        Err(message) => format!("panicked: {message}"),
-    };
-    tracing::warn!(pool, worker, %lane, %outcome, "abandoned job finished after its stop deadline");
+        // A job panic is logged at `error` wherever it happens.
+        Err(message) => tracing::error!(
+            pool,
+            worker,
+            %lane,
+            %message,
+            "abandoned job panicked after its stop deadline"
+        ),
+    }
     let _ = unwind::drop_contained(job);
 }

@@ -1,7 +1,8 @@
 //! Bad input to the builder: zero or absurd worker counts and capacities,
-//! and a stack size the OS refuses, each give a clear `BuildError` — never a
-//! panic, an abort or a hang. (The thread-count check after a spawn failure
-//! lives in `spawn_failure.rs`, alone in its binary.)
+//! a NUL byte in the thread name, and a stack size the OS refuses, each
+//! give a clear `BuildError` — never a panic, an abort or a hang. (The
+//! thread-count check after a spawn failure lives in `spawn_failure.rs`,
+//! alone in its binary.)
 
 mod common;
 
@@ -211,5 +212,18 @@ fn low_water_not_below_capacity_is_refused() {
             .build()
             .expect("15 is below 16");
         assert!(pool.stop().expect("stop").is_clean());
+    });
+}
+
+#[test]
+fn a_nul_byte_in_the_thread_name_is_refused_not_a_panic() {
+    guarded(|| {
+        // std's thread builder panics on such a name; the pool refuses it
+        // before any thread starts.
+        let err = invalid(Pool::builder().workers(1).thread_name("lab\0feed"));
+        assert_eq!(
+            err.to_string(),
+            "the thread name prefix \"lab\\0feed\" contains a NUL byte"
+        );
     });
 }

@@ -130,3 +130,40 @@ fn refuses_on_its_own_worker_and_returns_at_once_after_stop() {
         assert_eq!(pool.stats().pending(), 0);
     });
 }
+
+/// A stop that hands queued jobs back counts them as unrun after the last
+/// worker has exited: a `wait_idle` already asleep must be woken by that
+/// count, not only by the workers' exits (it used to sleep forever).
+#[test]
+fn a_waiter_asleep_through_stop_now_returns_once_the_queue_is_handed_back() {
+    for trial in 0..20 {
+        guarded(move || {
+            let ledger = Ledger::new(3);
+            let pool = Arc::new(Pool::builder().workers(1).build().expect("pool"));
+            block_workers(&pool, &ledger, 0..1, &Action::WaitCancelled);
+            for id in 1..3 {
+                pool.submit(Probe::new(id, &ledger)).expect("room");
+            }
+            let (tx, rx) = mpsc::channel();
+            let (waiter, tid) = {
+                let pool = Arc::clone(&pool);
+                common::spawn_with_tid(move || {
+                    pool.wait_idle().expect("not on a worker");
+                    tx.send(()).expect("test alive");
+                })
+            };
+            if let Some(tid) = tid {
+                assert!(
+                    common::wait_until(|| common::thread_state(tid) == Some('S'), common::LIMIT),
+                    "trial {trial}: the waiter never went to sleep"
+                );
+            }
+            let report = pool.stop_now().expect("stop_now");
+            assert_eq!(report.unrun.len(), 2, "trial {trial}");
+            rx.recv_timeout(common::LIMIT)
+                .unwrap_or_else(|_| panic!("trial {trial}: wait_idle slept through stop_now"));
+            waiter.join().expect("waiter");
+            assert_eq!(ledger.total_runs(), 1);
+        });
+    }
+}
