@@ -30,10 +30,10 @@
 //! without a reserved worker it waits for a running job to end; with
 //! `reserved_urgent_workers(1)` it should start at once (target: p99 under
 //! 100 µs). With 2 general workers spinning on 2 cores the woken reserved
-//! thread still waits for the OS to give it a core, so a third row adds
-//! `general_worker_nice(5)` (Linux: the general workers lower their own
-//! priority, no privileges needed), which lets it preempt a busy worker at
-//! once.
+//! thread still waits for the OS to give it a core, so two more rows add
+//! `general_worker_nice(5)` and `(19)` (Linux: the general workers lower
+//! their own priority, no privileges needed), which lets it preempt a busy
+//! worker at once.
 //!
 //! Last, how long `stop()` takes on an idle pool, against dropping the
 //! floor's channel and joining its threads (the issue's "stop on an idle
@@ -122,8 +122,9 @@ impl Job for Task {
 /// General workers in every scenario.
 const WORKERS: usize = 2;
 
-/// The `general_worker_nice` increment of the third 10 ms row.
-const NICE: u8 = 5;
+/// The `general_worker_nice` increments of the last 10 ms rows: a mild
+/// one, and the maximum.
+const NICES: [u8; 2] = [5, 19];
 
 /// Which pool a trial runs on.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -138,15 +139,17 @@ enum Subject {
 }
 
 impl Subject {
-    fn label(self) -> &'static str {
+    fn label(self) -> String {
         match self {
-            Subject::Triage { reserved: 0, .. } => "triage-pool",
-            Subject::Triage { nice: 0, .. } => "triage-pool, `reserved_urgent_workers(1)`",
-            Subject::Triage { .. } => {
-                "triage-pool, `reserved_urgent_workers(1)`, `general_worker_nice(5)`"
+            Subject::Triage { reserved: 0, .. } => "triage-pool".to_owned(),
+            Subject::Triage { nice: 0, .. } => {
+                "triage-pool, `reserved_urgent_workers(1)`".to_owned()
             }
-            Subject::FifoChannel => "FIFO: std threads + crossbeam channel",
-            Subject::FifoThreadpool => "FIFO: `threadpool`",
+            Subject::Triage { nice, .. } => {
+                format!("triage-pool, `reserved_urgent_workers(1)`, `general_worker_nice({nice})`")
+            }
+            Subject::FifoChannel => "FIFO: std threads + crossbeam channel".to_owned(),
+            Subject::FifoThreadpool => "FIFO: `threadpool`".to_owned(),
         }
     }
 }
@@ -329,7 +332,12 @@ fn main() {
         }
     }
     let long_backlog = 100;
-    for (reserved, nice, trials) in [(0, 0, 100), (1, 0, 300), (1, NICE, 300)] {
+    for (reserved, nice, trials) in [
+        (0, 0, 100),
+        (1, 0, 300),
+        (1, NICES[0], 300),
+        (1, NICES[1], 300),
+    ] {
         rows.push(Row {
             scenario: format!("{} × 10 ms", common::host::thousands(long_backlog as u64)),
             backlog: long_backlog,
@@ -547,10 +555,12 @@ fn render(
             fifo.as_secs_f64() / triage.as_secs_f64().max(1e-9)
         ));
     }
-    for (nice, how) in [
-        (0, "default scheduling"),
-        (NICE, "`general_worker_nice(5)`"),
-    ] {
+    for nice in [0].into_iter().chain(NICES) {
+        let how = if nice == 0 {
+            "default scheduling".to_owned()
+        } else {
+            format!("`general_worker_nice({nice})`")
+        };
         let subject = Subject::Triage { reserved: 1, nice };
         let Some(row) = rows
             .iter()

@@ -232,7 +232,7 @@ fn run_import(reserved: usize, label: &'static str) -> Result<Outcome, Box<dyn E
         .workers(WORKERS)
         .reserved_urgent_workers(reserved)
         // With a reserved worker, let it preempt busy general workers.
-        .general_worker_nice(if reserved > 0 { 5 } else { 0 })
+        .general_worker_nice(if reserved > 0 { 19 } else { 0 })
         .capacity(Priority::Urgent, 64)
         .capacity(Priority::Normal, ROUTINE_BACKLOG)
         .capacity(Priority::Bulk, RESCORE_BATCHES)

@@ -226,11 +226,15 @@ impl<J: Job> Builder<J> {
     /// another process such as the database) gets a core at once instead
     /// of after a busy general worker's time slice. Measured on the 2-core
     /// host with two general workers in 10 ms CPU-bound jobs and one
-    /// reserved worker (`benches/triage.rs`, 300 trials): urgent start
-    /// latency p99 2.4 ms at 0, 47 µs at 5. In smaller runs increments of
-    /// 1–3 helped only some of the time; 5 is a good start. When nothing else wants the CPU the
-    /// general workers run as fast as before: a nice value only matters
-    /// between threads competing for a core.
+    /// reserved worker (`benches/triage.rs`, 300 trials per run): urgent
+    /// start latency p99 2.4–3.1 ms at 0; 25–76 µs at 19 (three runs); at
+    /// 5, 47 µs in one run but 2.7–2.9 ms in two others, and 10 or 15 were
+    /// as erratic. For a dependable urgent latency use 19 (the most the
+    /// kernel allows). When nothing else wants the CPU the general workers
+    /// run as fast as at 0: a nice value only matters between threads
+    /// competing for a core. When something else does (another process at
+    /// the default priority), the general workers get the smaller share —
+    /// at 19 about 1.5% of a contested core — so the import yields to it.
     ///
     /// Raising a nice value needs no privileges; lowering it again does, so
     /// the change lasts for the thread's life (the pool's threads are its
@@ -247,7 +251,7 @@ impl<J: Job> Builder<J> {
     /// let pool: Pool<FnJob> = Pool::builder()
     ///     .workers(2)
     ///     .reserved_urgent_workers(1)
-    ///     .general_worker_nice(5)
+    ///     .general_worker_nice(19)
     ///     .build()?;
     /// pool.stop()?;
     /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -347,10 +351,30 @@ impl<J: Job> Builder<J> {
     /// # Examples
     ///
     /// ```
-    /// use triage_pool::{FnJob, Pool};
+    /// use std::sync::mpsc;
+    /// use triage_pool::{FnJob, Pool, Priority};
     ///
-    /// let pool: Pool<FnJob> = Pool::builder().starvation_bound(8).build()?;
+    /// let pool: Pool<FnJob> = Pool::builder().workers(1).starvation_bound(2).build()?;
+    /// // Hold the only worker while 6 urgent jobs and 1 normal job queue up.
+    /// let (started_tx, started) = mpsc::channel();
+    /// let (release_tx, release_rx) = mpsc::channel::<()>();
+    /// pool.submit(FnJob::new(move |_| {
+    ///     started_tx.send(()).unwrap();
+    ///     release_rx.recv().unwrap();
+    /// }))?;
+    /// started.recv()?;
+    /// let (lane_tx, lanes) = mpsc::channel();
+    /// for lane in [Priority::Normal].into_iter().chain([Priority::Urgent; 6]) {
+    ///     let lane_tx = lane_tx.clone();
+    ///     pool.submit_to(lane, FnJob::new(move |ctx| lane_tx.send(ctx.lane()).unwrap()))?;
+    /// }
+    /// release_tx.send(())?;
     /// pool.stop()?;
+    /// let order: Vec<Priority> = lanes.try_iter().collect();
+    /// // The normal job waited through `bound` = 2 urgent dequeues, then
+    /// // went ahead of the 4 urgent jobs still queued.
+    /// let normal = order.iter().position(|&lane| lane == Priority::Normal);
+    /// assert_eq!(normal, Some(2), "{order:?}");
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     #[must_use]
@@ -368,10 +392,28 @@ impl<J: Job> Builder<J> {
     /// # Examples
     ///
     /// ```
-    /// use triage_pool::{FnJob, Pool};
+    /// use std::sync::mpsc;
+    /// use triage_pool::{FnJob, Pool, Priority};
     ///
-    /// let pool: Pool<FnJob> = Pool::builder().strict_priority().build()?;
+    /// let pool: Pool<FnJob> = Pool::builder().workers(1).strict_priority().build()?;
+    /// // Hold the only worker while 1 normal job and 40 urgent jobs queue up.
+    /// let (started_tx, started) = mpsc::channel();
+    /// let (release_tx, release_rx) = mpsc::channel::<()>();
+    /// pool.submit(FnJob::new(move |_| {
+    ///     started_tx.send(()).unwrap();
+    ///     release_rx.recv().unwrap();
+    /// }))?;
+    /// started.recv()?;
+    /// let (lane_tx, lanes) = mpsc::channel();
+    /// for lane in [Priority::Normal].into_iter().chain([Priority::Urgent; 40]) {
+    ///     let lane_tx = lane_tx.clone();
+    ///     pool.submit_to(lane, FnJob::new(move |ctx| lane_tx.send(ctx.lane()).unwrap()))?;
+    /// }
+    /// release_tx.send(())?;
     /// pool.stop()?;
+    /// let order: Vec<Priority> = lanes.try_iter().collect();
+    /// // No starvation bound: the normal job waits for every urgent one.
+    /// assert_eq!(order.last(), Some(&Priority::Normal), "{order:?}");
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     #[must_use]

@@ -17,8 +17,11 @@ fn debug_variant(f: &mut fmt::Formatter<'_>, variant: &str) -> fmt::Result {
 
 /// Generates `into_inner`, the predicates, `Debug`, `Display` and `Error`
 /// for a refusal enum whose every variant holds the job.
+///
+/// `$call` is a submit on a stopped `pool` that returns this error type (for
+/// the examples); `$on_stopped` is what each predicate answers for it.
 macro_rules! refusal {
-    ($name:ident { $($variant:ident => $is:ident, $msg:literal;)+ }) => {
+    ($name:ident, $call:literal { $($variant:ident => $is:ident, $msg:literal, $on_stopped:literal;)+ }) => {
         impl<J> $name<J> {
             /// Gives back the job that was not accepted.
             ///
@@ -29,8 +32,8 @@ macro_rules! refusal {
             ///
             /// let pool: Pool<FnJob> = Pool::builder().workers(1).build()?;
             /// pool.stop()?;
-            /// let job = pool.submit(FnJob::new(|_| ())).unwrap_err().into_inner();
-            /// assert!(!job.is_spent());
+            #[doc = concat!("let job = pool.", $call, ".unwrap_err().into_inner();")]
+            /// assert!(!job.is_spent()); // never run: yours to retry or record
             /// # Ok::<(), Box<dyn std::error::Error>>(())
             /// ```
             pub fn into_inner(self) -> J {
@@ -45,9 +48,13 @@ macro_rules! refusal {
                 /// # Examples
                 ///
                 /// ```
-                #[doc = concat!("use triage_pool::", stringify!($name), ";")]
+                /// use triage_pool::{FnJob, Pool};
                 ///
-                #[doc = concat!("assert!(", stringify!($name), "::", stringify!($variant), "(()).", stringify!($is), "());")]
+                /// let pool: Pool<FnJob> = Pool::builder().workers(1).build()?;
+                /// pool.stop()?;
+                #[doc = concat!("let err = pool.", $call, ".unwrap_err(); // refused: stopped")]
+                #[doc = concat!("assert_eq!(err.", stringify!($is), "(), ", stringify!($on_stopped), ");")]
+                /// # Ok::<(), Box<dyn std::error::Error>>(())
                 /// ```
                 pub fn $is(&self) -> bool {
                     matches!(self, $name::$variant(_))
@@ -99,9 +106,9 @@ pub enum TrySubmitError<J> {
     Stopped(J),
 }
 
-refusal!(TrySubmitError {
-    Full => is_full, "the lane is full";
-    Stopped => is_stopped, "the pool is stopped";
+refusal!(TrySubmitError, "try_submit(FnJob::new(|_| ()))" {
+    Full => is_full, "the lane is full", false;
+    Stopped => is_stopped, "the pool is stopped", true;
 });
 
 /// Why [`submit`](crate::Submitter::submit) refused a job. The job is inside;
@@ -131,9 +138,9 @@ pub enum SubmitError<J> {
     Full(J),
 }
 
-refusal!(SubmitError {
-    Stopped => is_stopped, "the pool is stopped";
-    Full => is_full, "the lane is full and the caller is one of the pool's own workers";
+refusal!(SubmitError, "submit(FnJob::new(|_| ()))" {
+    Stopped => is_stopped, "the pool is stopped", true;
+    Full => is_full, "the lane is full and the caller is one of the pool's own workers", false;
 });
 
 /// Why [`submit_timeout`](crate::Submitter::submit_timeout) refused a job. The
@@ -159,9 +166,9 @@ pub enum SubmitTimeoutError<J> {
     Stopped(J),
 }
 
-refusal!(SubmitTimeoutError {
-    Timeout => is_timeout, "the lane was still full at the deadline";
-    Stopped => is_stopped, "the pool is stopped";
+refusal!(SubmitTimeoutError, "submit_timeout(FnJob::new(|_| ()), std::time::Duration::ZERO)" {
+    Timeout => is_timeout, "the lane was still full at the deadline", false;
+    Stopped => is_stopped, "the pool is stopped", true;
 });
 
 /// Why [`Builder::build`](crate::Builder::build) could not make a pool.

@@ -174,9 +174,8 @@ impl Priority {
     /// ```
     /// use triage_pool::Priority;
     ///
-    /// for lane in Priority::ALL {
-    ///     println!("{lane}");
-    /// }
+    /// let names: Vec<String> = Priority::ALL.iter().map(|lane| lane.to_string()).collect();
+    /// assert_eq!(names, ["urgent", "normal", "bulk"]);
     /// ```
     pub const ALL: [Priority; 3] = [Priority::Urgent, Priority::Normal, Priority::Bulk];
 

@@ -274,7 +274,11 @@ impl<J: Job> Submitter<J> {
     /// use triage_pool::{FnJob, Pool, Priority};
     ///
     /// let pool: Pool<FnJob> = Pool::builder().workers(1).build()?;
-    /// pool.submit_to(Priority::Urgent, FnJob::new(|_| ()))?;
+    /// let (tx, rx) = std::sync::mpsc::channel();
+    /// // The job says Bulk; `submit_to` puts it in Urgent anyway.
+    /// let job = FnJob::new(move |ctx| tx.send(ctx.lane()).unwrap()).with_priority(Priority::Bulk);
+    /// pool.submit_to(Priority::Urgent, job)?;
+    /// assert_eq!(rx.recv()?, Priority::Urgent);
     /// pool.stop()?;
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
@@ -508,8 +512,13 @@ impl<J: Job> Submitter<J> {
     /// use triage_pool::{FnJob, Pool};
     ///
     /// let pool: Pool<FnJob> = Pool::builder().workers(1).build()?;
-    /// assert!(pool.take_panicked().is_empty());
-    /// pool.stop()?;
+    /// # std::panic::set_hook(Box::new(|_| {})); // keep the doc test's output quiet
+    /// pool.submit(FnJob::new(|_| panic!("lab value out of range")))?;
+    /// pool.wait_idle()?;
+    /// let panicked = pool.take_panicked();
+    /// assert_eq!(panicked.len(), 1);
+    /// assert_eq!(panicked[0].message, "lab value out of range");
+    /// assert!(pool.stop()?.panicked.is_empty()); // already taken
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn take_panicked(&self) -> Vec<Panicked<J>> {

@@ -98,9 +98,11 @@ pub struct Stats {
     pub(crate) refused: u64,
 }
 
-/// Generates documented getters for `Stats` fields.
+/// Generates documented getters for `Stats` fields; each example runs the
+/// same script (2 general workers and 1 reserved; 3 jobs succeed, 1 fails,
+/// the pool stops, 1 submit is refused) and checks the getter's value.
 macro_rules! getters {
-    ($($(#[$doc:meta])* $name:ident: $ty:ty;)+) => {
+    ($($(#[$doc:meta])* $name:ident: $ty:ty = $expected:literal;)+) => {
         $(
             $(#[$doc])*
             ///
@@ -109,9 +111,14 @@ macro_rules! getters {
             /// ```
             /// use triage_pool::{FnJob, Pool};
             ///
-            /// let pool: Pool<FnJob> = Pool::builder().workers(1).build()?;
-            #[doc = concat!("let value = pool.stats().", stringify!($name), "();")]
-            /// # let _ = value;
+            /// let pool: Pool<FnJob> = Pool::builder().workers(2).reserved_urgent_workers(1).build()?;
+            /// for row in 0..4 {
+            ///     pool.submit(FnJob::fallible(move |_| if row == 3 { Err("bad row") } else { Ok(()) }))?;
+            /// }
+            /// pool.stop()?; // 3 succeeded, 1 failed
+            /// assert!(pool.submit(FnJob::new(|_| ())).is_err()); // refused: stopped
+            /// let stats = pool.stats();
+            #[doc = concat!("assert_eq!(stats.", stringify!($name), "(), ", stringify!($expected), ");")]
             /// # Ok::<(), Box<dyn std::error::Error>>(())
             /// ```
             pub fn $name(&self) -> $ty {
@@ -124,30 +131,30 @@ macro_rules! getters {
 impl Stats {
     getters! {
         /// General worker threads (they take every lane).
-        workers: usize;
+        workers: usize = 2;
         /// Reserved urgent worker threads (they take only the `Urgent` lane).
-        reserved_urgent_workers: usize;
+        reserved_urgent_workers: usize = 1;
         /// Worker threads running a job right now.
-        busy: usize;
+        busy: usize = 0;
         /// Jobs accepted since the pool was built. A submit counts its job
         /// as accepted as soon as it passes the intake check, while it may
         /// still wait for room in a full lane; if it ends up refused, the
         /// count is taken back. So under backpressure this includes jobs of
         /// producers blocked in `submit`.
-        accepted: u64;
+        accepted: u64 = 4;
         /// Jobs whose `run` returned `Ok`.
-        succeeded: u64;
+        succeeded: u64 = 3;
         /// Jobs whose `run` returned `Err`.
-        failed: u64;
+        failed: u64 = 1;
         /// Jobs whose `run` panicked.
-        panicked: u64;
+        panicked: u64 = 0;
         /// Accepted jobs handed back unrun by a stop.
-        unrun: u64;
+        unrun: u64 = 0;
         /// Jobs still running at a `stop_timeout` deadline.
-        abandoned: u64;
+        abandoned: u64 = 0;
         /// Submits that were refused (lane full, timeout, or stopped). A
         /// refused job was never accepted and is not part of the ledger.
-        refused: u64;
+        refused: u64 = 1;
     }
 
     /// Jobs waiting in `lane` right now.
@@ -196,9 +203,27 @@ impl Stats {
     /// use triage_pool::{FnJob, Pool, Priority};
     ///
     /// let pool: Pool<FnJob> = Pool::builder().workers(1).build()?;
-    /// if let Some(wait) = pool.stats().oldest_wait(Priority::Urgent) {
-    ///     assert!(wait < Duration::from_secs(3600));
-    /// }
+    /// let (started_tx, started_rx) = std::sync::mpsc::channel();
+    /// let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    /// pool.submit(FnJob::new(move |_| {
+    ///     started_tx.send(()).unwrap();
+    ///     release_rx.recv().unwrap(); // hold the only worker
+    /// }))?;
+    /// started_rx.recv()?;
+    /// let seen_empty = std::time::Instant::now();
+    /// // Nothing queued; this snapshot also records that it saw the lane empty.
+    /// assert_eq!(pool.stats().oldest_wait(Priority::Normal), None);
+    /// pool.submit(FnJob::new(|_| ()))?;
+    /// std::thread::sleep(Duration::from_millis(20));
+    /// let wait = pool.stats().oldest_wait(Priority::Normal).expect("one job queued");
+    /// // At least the 20 ms the job has waited; at most the time since the
+    /// // lane was last seen empty (1 ms of slack: the pool reads the CPU's
+    /// // time-stamp counter, `Instant` the OS clock).
+    /// let slack = Duration::from_millis(1);
+    /// assert!(wait + slack >= Duration::from_millis(20), "{wait:?}");
+    /// assert!(wait <= seen_empty.elapsed() + slack, "{wait:?}");
+    /// release_tx.send(())?;
+    /// pool.stop()?;
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn oldest_wait(&self, lane: Priority) -> Option<Duration> {
