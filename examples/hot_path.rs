@@ -9,7 +9,7 @@
 //!
 //! ```sh
 //! cargo build --release --example hot_path
-//! for mode in floor timed untimed; do
+//! for mode in floor timed untimed fnjob; do
 //!     valgrind --tool=callgrind --callgrind-out-file=cg.$mode \
 //!         target/release/examples/hot_path $mode 100000
 //! done
@@ -17,13 +17,14 @@
 //! ```
 //!
 //! Modes: `timed` (the default `Builder`), `untimed` (`timing(false)`),
+//! `fnjob` (`Pool<FnJob>`: the same closure as the floor's, boxed),
 //! `floor` (a std thread draining boxed closures from one bounded crossbeam
 //! channel, the reference the benches compare against).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
-use triage_pool::{Context, Job, Pool, Priority};
+use triage_pool::{Context, FnJob, Job, Pool, Priority};
 
 /// Opens once; jobs given one wait for it.
 type Gate = Arc<(Mutex<bool>, Condvar)>;
@@ -89,6 +90,29 @@ fn main() {
             open(&gate);
             assert!(pool.stop().expect("stop").is_clean());
         }
+        "fnjob" => {
+            let pool: Pool<FnJob> = Pool::builder()
+                .workers(1)
+                .capacity(Priority::Normal, n + 1)
+                .build()
+                .expect("pool");
+            let holder = Arc::clone(&gate);
+            let counter = Arc::clone(&count);
+            let first = FnJob::new(move |_: &Context| {
+                wait(&holder);
+                counter.fetch_add(1, Ordering::Relaxed);
+            });
+            assert!(pool.submit(first).is_ok());
+            for _ in 0..n {
+                let counter = Arc::clone(&count);
+                let job = FnJob::new(move |_: &Context| {
+                    counter.fetch_add(1, Ordering::Relaxed);
+                });
+                assert!(pool.submit(job).is_ok());
+            }
+            open(&gate);
+            assert!(pool.stop().expect("stop").is_clean());
+        }
         "floor" => {
             let (tx, rx) = crossbeam_channel::bounded::<Box<dyn FnOnce() + Send>>(n + 1);
             let holder = Arc::clone(&gate);
@@ -110,7 +134,7 @@ fn main() {
             drop(tx);
             worker.join().expect("worker");
         }
-        other => panic!("unknown mode {other:?}: timed, untimed or floor"),
+        other => panic!("unknown mode {other:?}: timed, untimed, fnjob or floor"),
     }
     assert_eq!(count.load(Ordering::Relaxed), n + 1);
     println!("{mode}: {n} jobs");
