@@ -87,7 +87,7 @@
 //! jobs keep every core busy, the woken reserved thread still needs the OS
 //! to give it one: [`Builder::general_worker_nice`] (Linux) lowers the
 //! general workers' priority so it preempts them at once (measured on 2
-//! cores with 10 ms routine jobs: urgent start p99 2.4–3.1 ms without,
+//! cores with 10 ms routine jobs: urgent start p99 2.4–3.3 ms without,
 //! 25–76 µs with an increment of 19).
 //!
 //! **Starvation bound.** Under a sustained stream of higher-lane work, lower
