@@ -811,38 +811,63 @@ mod tests {
             const { RefCell::new(None) };
     }
 
+    /// Runs `f` on its own thread and fails if it has not returned within
+    /// a minute: `build` joins the workers it started, so a bug there
+    /// would otherwise hang the test.
+    fn within_a_minute(f: impl FnOnce() + Send + 'static) {
+        let (done_tx, done) = std::sync::mpsc::channel();
+        let body = std::thread::spawn(move || {
+            f();
+            let _ = done_tx.send(());
+        });
+        match done.recv_timeout(std::time::Duration::from_secs(60)) {
+            Ok(()) => body.join().expect("test body"),
+            // The body panicked (dropping the sender): report its panic.
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                std::panic::resume_unwind(body.join().expect_err("the body panicked"))
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                panic!("build() did not return within a minute (deadlock?)")
+            }
+        }
+    }
+
     #[test]
     fn spawn_failure_midway_joins_started_workers() {
-        let err = Builder::<FnJob>::new()
-            .workers(3)
-            .reserved_urgent_workers(1)
-            .fail_spawn_at(2)
-            .build()
-            .unwrap_err();
-        assert!(err.is_spawn_failure());
-        let source = err.source().expect("io error source");
-        assert!(source.to_string().contains("injected"));
-        assert!(err.to_string().contains("triage-pool-2"));
-        // Every started worker held a clone of the shared state; they were
-        // joined, so none is left.
-        let weak = LAST_SHARED
-            .with(|last| last.borrow_mut().take())
-            .expect("built");
-        assert!(weak.upgrade().is_none(), "a worker thread outlived build()");
+        within_a_minute(|| {
+            let err = Builder::<FnJob>::new()
+                .workers(3)
+                .reserved_urgent_workers(1)
+                .fail_spawn_at(2)
+                .build()
+                .unwrap_err();
+            assert!(err.is_spawn_failure());
+            let source = err.source().expect("io error source");
+            assert!(source.to_string().contains("injected"));
+            assert!(err.to_string().contains("triage-pool-2"));
+            // Every started worker held a clone of the shared state; they
+            // were joined, so none is left.
+            let weak = LAST_SHARED
+                .with(|last| last.borrow_mut().take())
+                .expect("built");
+            assert!(weak.upgrade().is_none(), "a worker thread outlived build()");
+        });
     }
 
     #[test]
     fn spawn_failure_of_a_reserved_worker() {
-        let err = Builder::<FnJob>::new()
-            .workers(2)
-            .reserved_urgent_workers(2)
-            .fail_spawn_at(3)
-            .build()
-            .unwrap_err();
-        assert!(err.to_string().contains("triage-pool-urgent-3"), "{err}");
-        let weak = LAST_SHARED
-            .with(|last| last.borrow_mut().take())
-            .expect("built");
-        assert!(weak.upgrade().is_none());
+        within_a_minute(|| {
+            let err = Builder::<FnJob>::new()
+                .workers(2)
+                .reserved_urgent_workers(2)
+                .fail_spawn_at(3)
+                .build()
+                .unwrap_err();
+            assert!(err.to_string().contains("triage-pool-urgent-3"), "{err}");
+            let weak = LAST_SHARED
+                .with(|last| last.borrow_mut().take())
+                .expect("built");
+            assert!(weak.upgrade().is_none());
+        });
     }
 }
