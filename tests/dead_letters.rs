@@ -7,14 +7,22 @@ mod common;
 use common::{guarded, Action, Arrivals, Ledger, Probe};
 use triage_pool::Pool;
 
+/// Prefix of the worker threads' names, so their panics can be silenced.
+const THREAD_NAME: &str = "dead-letters";
+
 #[test]
 fn taken_dead_letters_are_not_reported_again() {
     guarded(|| {
-        // Silence the default hook's per-panic message for this binary.
-        std::panic::set_hook(Box::new(|_| {}));
+        // Keep the panicking jobs' messages out of the output; the test's
+        // own panics still show.
+        common::quiet_panics_on(THREAD_NAME);
         let ledger = Ledger::new(30);
         let started = Arrivals::new();
-        let pool: Pool<Probe> = Pool::builder().workers(2).build().expect("pool");
+        let pool: Pool<Probe> = Pool::builder()
+            .workers(2)
+            .thread_name(THREAD_NAME)
+            .build()
+            .expect("pool");
         let action = |id: usize| match id % 3 {
             0 => Action::Fail,
             1 => Action::PanicString,
@@ -29,11 +37,18 @@ fn taken_dead_letters_are_not_reported_again() {
         let (mut failed, mut panicked) = (Vec::new(), Vec::new());
         // A job that started may not have been filed yet: collect until all
         // ten non-successes of the first half are in.
-        while failed.len() + panicked.len() < 10 {
-            failed.extend(pool.take_failed().into_iter().map(|f| f.job.id));
-            panicked.extend(pool.take_panicked().into_iter().map(|p| p.job.id));
-            std::thread::yield_now();
-        }
+        let filed = common::wait_until(
+            || {
+                failed.extend(pool.take_failed().into_iter().map(|f| f.job.id));
+                panicked.extend(pool.take_panicked().into_iter().map(|p| p.job.id));
+                failed.len() + panicked.len() >= 10
+            },
+            common::LIMIT,
+        );
+        assert!(
+            filed,
+            "only {failed:?} failed and {panicked:?} panicked of the first half were filed"
+        );
         // Second half stays in the pool until stop.
         for id in 15..30 {
             pool.submit(Probe::new(id, &ledger).action(action(id)))

@@ -6,6 +6,7 @@ mod common;
 
 use std::cell::Cell;
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use common::guarded;
@@ -126,20 +127,32 @@ fn panicking_hooks_are_contained() {
             .build()
             .expect("pool");
         let (tx, rx) = std::sync::mpsc::channel();
-        for _ in 0..20 {
-            let tx = tx.clone();
+        // The first two jobs wait for each other, so each worker runs one:
+        // both survived their start hook's panic.
+        let together = common::Arrivals::new();
+        for n in 0..20 {
+            let (tx, together) = (tx.clone(), Arc::clone(&together));
             pool.submit(FnJob::new(move |ctx| {
+                if n < 2 {
+                    together.arrive();
+                    together.wait_for(2);
+                }
                 tx.send(ctx.worker_index()).expect("alive")
             }))
             .expect("submit");
         }
         drop(tx);
+        let ran_on: Vec<usize> = (0..20)
+            .map(|_| {
+                rx.recv_timeout(common::LIMIT)
+                    .expect("workers ran jobs after their start hook panicked")
+            })
+            .collect();
         assert_eq!(
-            rx.iter().count(),
-            20,
-            "workers ran jobs after their start hook panicked"
+            ran_on.iter().copied().collect::<BTreeSet<_>>(),
+            BTreeSet::from([0, 1]),
+            "every worker runs jobs after its start hook panicked"
         );
-        assert_eq!(pool.stats().workers(), 2);
         let report = pool
             .stop()
             .expect("stop returns although the stop hooks panic");
@@ -305,19 +318,40 @@ fn idle_hook_flushes_whatever_ran_before_any_stop_returns() {
 #[test]
 fn panicking_idle_hook_is_contained() {
     guarded(|| {
+        let idle_panics = Arc::new(AtomicUsize::new(0));
         let pool: Pool<FnJob> = Pool::builder()
             .workers(1)
-            .on_worker_idle(|worker| panic!("idle hook of {worker}"))
+            .on_worker_idle({
+                let idle_panics = Arc::clone(&idle_panics);
+                move |worker| {
+                    idle_panics.fetch_add(1, Ordering::SeqCst);
+                    panic!("idle hook of {worker}")
+                }
+            })
             .build()
             .expect("pool");
-        for round in 0..3 {
+        // Each round's job runs on the only worker after its idle hook
+        // panicked in the round before (the fourth job after the third).
+        for round in 0..4 {
             let (tx, rx) = std::sync::mpsc::channel();
             pool.submit(FnJob::new(move |_| tx.send(round).expect("alive")))
                 .expect("submit");
-            assert_eq!(rx.recv_timeout(common::LIMIT), Ok(round));
+            assert_eq!(
+                rx.recv_timeout(common::LIMIT),
+                Ok(round),
+                "the worker died in its idle hook"
+            );
             pool.wait_idle().expect("not on a worker");
+            if round < 3 {
+                assert!(
+                    common::wait_until(
+                        || idle_panics.load(Ordering::SeqCst) > round,
+                        common::LIMIT
+                    ),
+                    "the idle hook never ran after job {round}"
+                );
+            }
         }
-        assert_eq!(pool.stats().workers(), 1);
-        assert_eq!(pool.stop().expect("stop").succeeded, 3);
+        assert_eq!(pool.stop().expect("stop").succeeded, 4);
     });
 }

@@ -124,6 +124,42 @@ fn race_producer(
     panic!("the producer was never refused: the lanes never filled up");
 }
 
+/// Waits until every producer in `producers` (thread ids from
+/// `spawn_with_tid`) is asleep in a submit to a full lane of a `held_pool`,
+/// where only they submit. With the workers held, every accepted job is a
+/// running holder, queued, or a blocked producer's: so once accepted jobs
+/// outnumber running and queued ones by one per producer and each producer
+/// sleeps, each is parked waiting for room (see
+/// `common::wait_blocked_in_submit`, which needs the exact count; producers
+/// sharing lanes may block on any of them, so the count is not known here).
+#[track_caller]
+fn wait_producers_blocked(pool: &Submitter<Probe>, producers: &[Option<u32>]) {
+    let in_submit = || {
+        let stats = pool.stats();
+        stats.accepted() as i64 - (WORKERS + RESERVED + stats.queued_total()) as i64
+    };
+    let blocked = common::wait_until(
+        || {
+            // States read after the count, as in `wait_blocked_in_submit`.
+            in_submit() == producers.len() as i64
+                && producers
+                    .iter()
+                    .flatten()
+                    .all(|&tid| common::thread_state(tid) == Some('S'))
+        },
+        common::LIMIT,
+    );
+    assert!(
+        blocked,
+        "producers not blocked in submit: {} jobs inside a submit, thread states {:?}",
+        in_submit(),
+        producers
+            .iter()
+            .map(|tid| tid.map(common::thread_state))
+            .collect::<Vec<_>>()
+    );
+}
+
 /// Checks a finished pool's books: the performing report, the producers'
 /// refused ids, the ledger and the stats agree, and each accepted job has
 /// exactly one terminal state.
@@ -202,11 +238,14 @@ fn four_stops_at_once(variants: [Variant; 4]) {
     let (pool, first_producer_id) = held_pool(&ledger, &latch);
     let pool = Arc::new(pool);
 
-    let producer = {
+    let (producer, tid) = {
         let tx = pool.submitter();
         let ledger = Arc::clone(&ledger);
-        thread::spawn(move || race_producer(&tx, &ledger, first_producer_id))
+        common::spawn_with_tid(move || race_producer(&tx, &ledger, first_producer_id))
     };
+    // It fills the room (round-robin over the lanes, so every lane fills)
+    // and sleeps in its next submit before any stop starts.
+    common::wait_blocked_in_submit(&pool, (first_producer_id + ROOM + 1) as u64, &[tid]);
     let start = Arc::new(Barrier::new(variants.len() + 1));
     let stoppers: Vec<_> = variants
         .iter()
@@ -222,9 +261,10 @@ fn four_stops_at_once(variants: [Variant; 4]) {
     start.wait();
     // Release the workers only once a stop has closed intake, so the stops
     // race each other while jobs are still running and queued.
-    while !pool.is_stopped() {
-        thread::yield_now();
-    }
+    assert!(
+        common::wait_until(|| pool.is_stopped(), common::LIMIT),
+        "{variants:?}: no stop closed intake"
+    );
     latch.open();
 
     let reports: Vec<StopReport<Probe>> = stoppers
@@ -233,12 +273,12 @@ fn four_stops_at_once(variants: [Variant; 4]) {
         .collect();
     let (producer_accepted, producer_refused) = producer.join().expect("producer panicked");
     // The workers were held until intake closed, so only the lanes' free
-    // room can have taken producer jobs: a submit blocked on a full lane is
-    // woken by the stop and refused, never let in once workers make room.
-    assert!(
-        producer_accepted.len() <= ROOM,
-        "{variants:?}: {} producer jobs accepted, room for {ROOM}",
-        producer_accepted.len()
+    // room took producer jobs: the submit blocked on a full lane is woken by
+    // the stop and refused, never let in once workers make room.
+    assert_eq!(
+        producer_accepted.len(),
+        ROOM,
+        "{variants:?}: producer jobs accepted, room for {ROOM}"
     );
     // Joins any worker a winning stop_timeout abandoned, so every job has
     // finished before the books are checked; a further stop is empty.
@@ -292,17 +332,17 @@ fn dropping_the_pool_while_submitter_clones_block_and_drop() {
             let ledger = Ledger::new(late_id + 1);
             let (pool, first) = held_pool(&ledger, &latch);
             let survivor = pool.submitter();
-            let producers: Vec<_> = (0..PRODUCERS)
+            let (producers, tids): (Vec<_>, Vec<_>) = (0..PRODUCERS)
                 .map(|p| {
                     let tx = pool.submitter();
                     let ledger = Arc::clone(&ledger);
-                    thread::spawn(move || {
+                    common::spawn_with_tid(move || {
                         let first = first + p * PRODUCER_IDS;
                         if p % 2 == 1 {
                             // Gives up early: drops its clone while the
                             // others block.
                             let probe = Probe::new(first, &ledger);
-                            // Full, or already stopped: refused either way.
+                            // Taken if its lane still has room.
                             let accepted = tx.try_submit(probe).map_or_else(
                                 |e| {
                                     assert_eq!(e.into_inner().id, first);
@@ -316,11 +356,23 @@ fn dropping_the_pool_while_submitter_clones_block_and_drop() {
                         race_producer(&tx, &ledger, first)
                     })
                 })
-                .collect();
+                .unzip();
+            // The early ones are done and every other producer sleeps in a
+            // submit to a full lane before the pool is dropped.
+            assert!(
+                common::wait_until(
+                    || producers.iter().skip(1).step_by(2).all(|p| p.is_finished()),
+                    common::LIMIT
+                ),
+                "the producers that give up early never finished"
+            );
+            let blocking: Vec<Option<u32>> = tids.into_iter().step_by(2).collect();
+            wait_producers_blocked(&survivor, &blocking);
             let dropper = thread::spawn(move || drop(pool));
-            while !survivor.is_stopped() {
-                thread::yield_now();
-            }
+            assert!(
+                common::wait_until(|| survivor.is_stopped(), common::LIMIT),
+                "dropping the pool never closed intake"
+            );
             // The workers stay held until every producer is back: a blocked
             // producer must be woken by Drop's close, not by a freed slot.
             let mut accepted: HashSet<usize> = (0..first).collect();
@@ -389,9 +441,10 @@ fn stops_racing_the_last_arc_clone_drop() {
                 .collect();
             drop(pool);
             start.wait();
-            while !survivor.is_stopped() {
-                thread::yield_now();
-            }
+            assert!(
+                common::wait_until(|| survivor.is_stopped(), common::LIMIT),
+                "round {round}: no stop closed intake"
+            );
             latch.open();
             let reports: Vec<StopReport<Probe>> = holders
                 .into_iter()

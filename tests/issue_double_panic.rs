@@ -5,6 +5,8 @@
 //! Each case runs in a child process (rayon's pattern): this test binary
 //! re-executes itself for one test, which must be killed by a signal.
 
+mod common;
+
 use std::io::Read;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, ExitStatus, Stdio};
@@ -32,10 +34,11 @@ impl Drop for PanicsOnDrop {
     }
 }
 
-/// A job that panics while a `PanicsOnDrop` is in scope: unwinding drops
-/// it, its `Drop` panics, and the process aborts.
-fn double_panic() -> FnJob {
-    FnJob::new(|_| {
+/// A job that, after `first`, panics while a `PanicsOnDrop` is in scope:
+/// unwinding drops it, its `Drop` panics, and the process aborts.
+fn double_panic(first: impl FnOnce() + Send + 'static) -> FnJob {
+    FnJob::new(move |_| {
+        first();
         let _bomb = PanicsOnDrop;
         panic!("first panic");
     })
@@ -52,15 +55,20 @@ fn child(scenario: &str) {
     match scenario {
         // The owner waits in stop() for the job that double-panics.
         "stop" => {
-            pool.submit(double_panic()).expect("submit");
+            pool.submit(double_panic(|| ())).expect("submit");
             let _ = pool.stop();
         }
-        // The owner is blocked submitting to a full lane behind it.
+        // The owner is blocked submitting to a full lane behind it: the
+        // running job double-panics only once the owner sleeps in its third
+        // submit (the lane full with the second job; three accepted).
         "blocked-submit" => {
-            pool.submit(double_panic()).expect("submit");
-            for _ in 0..1_000 {
-                let _ = pool.submit(FnJob::new(|_| ()));
-            }
+            let (tx, owner) = (pool.submitter(), common::current_tid());
+            pool.submit(double_panic(move || {
+                common::wait_blocked_in_submit(&tx, 3, &[owner]);
+            }))
+            .expect("submit");
+            pool.submit(FnJob::new(|_| ())).expect("submit");
+            let _ = pool.submit(FnJob::new(|_| ()));
             let _ = pool.stop();
         }
         other => panic!("unknown scenario {other:?}"),

@@ -178,9 +178,10 @@ fn drop_waits_for_the_last_running_job(base: usize) {
     let opener = {
         let latch = Arc::clone(&latch);
         thread::spawn(move || {
-            while !watcher.is_stopped() {
-                thread::yield_now();
-            }
+            assert!(
+                common::wait_until(|| watcher.is_stopped(), common::LIMIT),
+                "drop(pool) never closed intake"
+            );
             latch.open();
         })
     };

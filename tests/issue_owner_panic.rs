@@ -73,9 +73,10 @@ fn owner_panicking_drains_the_pool_while_unwinding() {
         // Release the running job only once the unwinding Drop has begun
         // (closed intake), so Drop has a running job and a queue to drain.
         let watcher = panicking_rx.recv().expect("owner reached its panic");
-        while !watcher.is_stopped() {
-            thread::yield_now();
-        }
+        assert!(
+            common::wait_until(|| watcher.is_stopped(), common::LIMIT),
+            "the owner's unwinding never closed intake"
+        );
         latch.open();
         owner_panicked(owner.join());
         for id in 0..JOBS {
@@ -95,7 +96,7 @@ fn owner_panicking_wakes_a_blocked_producer() {
         let ledger = Ledger::new(1 + PRODUCER_IDS);
         let latch = Latch::new();
         let (producer_tx, producer_rx) = mpsc::channel();
-        let (panicking_tx, panicking_rx) = mpsc::channel();
+        let (blocked_tx, blocked_rx) = mpsc::channel::<()>();
         let owner = {
             let ledger = Arc::clone(&ledger);
             let latch = Arc::clone(&latch);
@@ -112,14 +113,9 @@ fn owner_panicking_wakes_a_blocked_producer() {
                 pool.submit(running).expect("submit");
                 started.wait_for(1);
                 let tx = pool.submitter();
-                let (filled_tx, filled_rx) = mpsc::channel();
-                let producer = thread::spawn(move || {
+                let producer = common::spawn_with_tid(move || {
                     let mut accepted = Vec::new();
                     for id in 1..=PRODUCER_IDS {
-                        if accepted.len() == CAPACITY {
-                            // The lane is full: the next submit blocks.
-                            filled_tx.send(()).expect("owner alive");
-                        }
                         match tx.submit(Probe::new(id, &ledger)) {
                             Ok(()) => accepted.push(id),
                             Err(e) => {
@@ -131,25 +127,33 @@ fn owner_panicking_wakes_a_blocked_producer() {
                     }
                     panic!("never refused: the lane never filled");
                 });
-                producer_tx.send(producer).expect("test alive");
-                filled_rx.recv().expect("the producer filled the lane");
-                panicking_tx.send(pool.submitter()).expect("test alive");
+                producer_tx
+                    .send((producer, pool.submitter()))
+                    .expect("test alive");
+                blocked_rx
+                    .recv_timeout(common::LIMIT)
+                    .expect("the test saw the producer block");
                 std::panic::panic_any(OWNER_PANIC);
             })
         };
-        let producer = producer_rx.recv().expect("owner started the producer");
+        let ((producer, tid), watcher) = producer_rx.recv().expect("owner started the producer");
+        // The owner panics only once the producer sleeps in its submit to the
+        // full lane: job 0 running, `CAPACITY` queued, one in the submit.
+        common::wait_blocked_in_submit(&watcher, CAPACITY as u64 + 2, &[tid]);
+        blocked_tx.send(()).expect("owner alive");
         // The lane stays full (its only worker held) until the producer is
         // back: only the unwinding Drop's close can wake it, not a slot
         // freeing up.
-        let watcher = panicking_rx.recv().expect("owner reached its panic");
-        while !watcher.is_stopped() {
-            thread::yield_now();
-        }
+        assert!(
+            common::wait_until(|| producer.is_finished(), common::LIMIT),
+            "the owner's unwinding Drop never woke the blocked producer (stopped: {})",
+            watcher.is_stopped()
+        );
         let (accepted, refused) = producer.join().expect("producer");
         latch.open();
         owner_panicked(owner.join());
-        // Exactly the lane's capacity got in; the submit that was blocked (or
-        // about to block) on the full lane when the owner panicked came back.
+        // Exactly the lane's capacity got in; the submit that was blocked on
+        // the full lane when the owner panicked came back.
         assert_eq!(accepted, (1..=CAPACITY).collect::<Vec<_>>());
         assert_eq!(refused, CAPACITY + 1, "the blocked submit was handed back");
         assert_eq!((ledger.runs(0), ledger.drops(0)), (1, 1));

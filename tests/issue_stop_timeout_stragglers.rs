@@ -23,6 +23,8 @@ const RESERVED: usize = 1;
 const QUEUED_PER_LANE: usize = 5;
 /// The stop deadline the tests use.
 const DEADLINE: Duration = Duration::from_millis(50);
+/// Slack allowed past a deadline on a loaded machine.
+const DEADLINE_MARGIN: Duration = Duration::from_secs(10);
 /// How long a check that "it is still waiting" lets time pass; it can only
 /// make a broken pool look correct, never the reverse.
 const STILL_WAITING: Duration = Duration::from_millis(150);
@@ -151,8 +153,9 @@ fn stop_timeout_names_stragglers_and_a_later_stop_finishes_once_released() {
             "returned before its deadline"
         );
         assert!(
-            returned - called < LIMIT,
-            "returned long after its deadline"
+            returned - called < DEADLINE + DEADLINE_MARGIN,
+            "returned long after its deadline: {:?}",
+            returned - called
         );
 
         // Every straggler is named: which worker, which lane, since when.
@@ -263,8 +266,13 @@ fn late_failures_and_panics_of_stragglers_are_not_counted_twice() {
         for _ in 0..3 {
             let called = Instant::now();
             let again = pool.stop_timeout(DEADLINE).expect("stop_timeout again");
+            let elapsed = called.elapsed();
             assert!(again.is_clean() && again.total() == 0, "{again:?}");
-            assert!(called.elapsed() < LIMIT);
+            // It waits for the stuck stragglers until its deadline, no longer.
+            assert!(
+                elapsed >= DEADLINE && elapsed < DEADLINE + DEADLINE_MARGIN,
+                "{elapsed:?}"
+            );
         }
         latch.open();
         assert_eq!(pool.stop().expect("stop").total(), 0);

@@ -8,7 +8,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, Barrier};
+use std::sync::{mpsc, Arc};
 use std::thread;
 
 use common::{guarded, Action, Arrivals, BadPayload, Latch, Ledger, Probe};
@@ -84,7 +84,6 @@ fn a_thousand_jobs_every_third_panics() {
         let panicking = (0..JOBS).filter(|id| message_of(*id).is_some()).count();
         assert_eq!(panicking, 333);
         let stats = pool.stats();
-        assert_eq!(stats.workers(), WORKERS);
         assert_eq!(stats.busy(), WORKERS, "a worker died: {stats:?}");
         assert_eq!(stats.panicked(), panicking as u64);
         assert_eq!(stats.succeeded(), (JOBS - panicking) as u64);
@@ -126,12 +125,13 @@ fn a_thousand_jobs_every_third_panics() {
 
 #[test]
 fn every_worker_survives_its_own_panics() {
-    /// A job that waits until `WORKERS` jobs run at once (so each worker
-    /// runs one of them), then does `then`.
-    fn together(barrier: &Arc<Barrier>, then: impl FnOnce(&Context) + Send + 'static) -> FnJob {
-        let barrier = Arc::clone(barrier);
+    /// A job that waits (bounded) until `WORKERS` jobs of its batch run at
+    /// once (so each worker runs one of them), then does `then`.
+    fn together(batch: &Arc<Arrivals>, then: impl FnOnce(&Context) + Send + 'static) -> FnJob {
+        let batch = Arc::clone(batch);
         FnJob::new(move |ctx: &Context| {
-            barrier.wait();
+            batch.arrive();
+            batch.wait_for(WORKERS);
             then(ctx);
         })
     }
@@ -152,21 +152,21 @@ fn every_worker_survives_its_own_panics() {
         let mut expected = Vec::new();
         for (message, make) in kinds {
             // Every worker panics once ...
-            let barrier = Arc::new(Barrier::new(WORKERS));
+            let batch = Arrivals::new();
             for _ in 0..WORKERS {
                 let mut inner = make();
-                pool.submit(together(&barrier, move |ctx| {
+                pool.submit(together(&batch, move |ctx| {
                     inner.run(ctx).expect("inner job");
                 }))
                 .expect("submit");
                 expected.push(message.to_owned());
             }
             // ... and then every worker runs a job again.
-            let barrier = Arc::new(Barrier::new(WORKERS));
+            let batch = Arrivals::new();
             let (tx, rx) = mpsc::channel();
             for _ in 0..WORKERS {
                 let tx = tx.clone();
-                pool.submit(together(&barrier, move |ctx| {
+                pool.submit(together(&batch, move |ctx| {
                     tx.send(ctx.worker_index()).expect("test alive");
                 }))
                 .expect("submit");
@@ -180,7 +180,6 @@ fn every_worker_survives_its_own_panics() {
                 (0..WORKERS).collect::<Vec<_>>(),
                 "after {message:?}"
             );
-            assert_eq!(pool.stats().workers(), WORKERS);
         }
         let report = pool.stop().expect("stop");
         assert_eq!(report.succeeded, (4 * WORKERS) as u64);
@@ -209,8 +208,9 @@ struct DropBomb {
     explode: bool,
     /// Counts drops (exploding or not).
     drops: Arc<AtomicUsize>,
-    /// Waited at before running, to put jobs on distinct workers.
-    barrier: Option<Arc<Barrier>>,
+    /// Its batch: the job waits (bounded) until `WORKERS` jobs of it run
+    /// at once, to put them on distinct workers.
+    together: Option<Arc<Arrivals>>,
     /// Told the index of the worker that ran the job.
     ran_on: Option<mpsc::Sender<usize>>,
     /// Told when the job starts.
@@ -223,7 +223,7 @@ impl DropBomb {
             outcome,
             explode,
             drops: Arc::clone(drops),
-            barrier: None,
+            together: None,
             ran_on: None,
             started: None,
         }
@@ -237,8 +237,9 @@ impl Job for DropBomb {
         if let Some(started) = &self.started {
             started.arrive();
         }
-        if let Some(barrier) = &self.barrier {
-            barrier.wait();
+        if let Some(batch) = &self.together {
+            batch.arrive();
+            batch.wait_for(WORKERS);
         }
         if let Some(ran_on) = &self.ran_on {
             ran_on.send(ctx.worker_index()).expect("test alive");
@@ -270,18 +271,18 @@ fn a_job_whose_drop_panics_after_success_does_not_kill_its_worker() {
         let drops = Arc::new(AtomicUsize::new(0));
         let pool: Pool<DropBomb> = Pool::builder().workers(WORKERS).build().expect("build");
         // Each worker drops one exploding job after it succeeded ...
-        let barrier = Arc::new(Barrier::new(WORKERS));
+        let batch = Arrivals::new();
         for _ in 0..WORKERS {
             let mut bomb = DropBomb::new(Outcome::Succeed, true, &drops);
-            bomb.barrier = Some(Arc::clone(&barrier));
+            bomb.together = Some(Arc::clone(&batch));
             pool.submit(bomb).expect("submit");
         }
         // ... and then every worker runs a job again.
-        let barrier = Arc::new(Barrier::new(WORKERS));
+        let batch = Arrivals::new();
         let (tx, rx) = mpsc::channel();
         for _ in 0..WORKERS {
             let mut job = DropBomb::new(Outcome::Succeed, false, &drops);
-            job.barrier = Some(Arc::clone(&barrier));
+            job.together = Some(Arc::clone(&batch));
             job.ran_on = Some(tx.clone());
             pool.submit(job).expect("submit");
         }

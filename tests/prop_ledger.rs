@@ -219,8 +219,12 @@ impl Run {
                     assert!(result.is_ok(), "submit {id} into a lane with room");
                     self.accept(id, lane, outcome);
                 } else {
+                    // The workers are held and the lane is full: the submit
+                    // must block, its job counted as accepted, until a
+                    // drain or the stop wakes it.
+                    let accepted = self.pool.stats().accepted() + 1;
                     let tx = self.pool.submitter();
-                    let handle = thread::spawn(move || {
+                    let (handle, tid) = common::spawn_with_tid(move || {
                         let result = if to {
                             tx.submit_to(lane, probe)
                         } else {
@@ -228,6 +232,7 @@ impl Run {
                         };
                         result.map_err(|e| (e.is_stopped(), e.into_inner().id))
                     });
+                    common::wait_blocked_in_submit(&self.pool, accepted, &[tid]);
                     self.helpers.push(((id, lane, handle), outcome));
                 }
             }
@@ -313,9 +318,10 @@ impl Run {
                 // gate while higher lanes still hold jobs, so the lanes must
                 // be empty first for the model's view to hold.
                 for id in drained {
-                    while self.ledger.runs(id) == 0 {
-                        thread::yield_now();
-                    }
+                    assert!(
+                        common::wait_until(|| self.ledger.runs(id) > 0, common::LIMIT),
+                        "drained job {id} never started"
+                    );
                 }
                 self.drains_left -= 1;
                 self.close_gate();

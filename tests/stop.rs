@@ -23,7 +23,7 @@ use triage_pool::{Context, FnJob, Pool, Priority, StopReport, Submitter};
 const STILL_BLOCKED: Duration = Duration::from_millis(200);
 
 /// Slack allowed past a `stop_timeout` deadline on a loaded machine.
-const DEADLINE_MARGIN: Duration = Duration::from_secs(2);
+const DEADLINE_MARGIN: Duration = Duration::from_secs(10);
 
 fn pool(workers: usize, capacity: usize) -> Pool<Probe> {
     Pool::builder()
@@ -360,8 +360,11 @@ impl Drain {
         block_workers(pool, ledger, 0..1, &blocker);
         pool.submit(Probe::new(1, ledger)).expect("submit");
         pool.submit(Probe::new(2, ledger)).expect("submit");
-        let (intake, producer, _) =
+        let (intake, producer, tid) =
             submit_in_thread(pool.submitter(), Probe::new(3, ledger), via_submit);
+        // Jobs 0 to 3 accepted, job 3's submit asleep on the full lane: the
+        // stop below has to wake it.
+        wait_blocked_in_submit(pool, 4, &[tid]);
         let (report_tx, report) = mpsc::channel();
         let thread = {
             let pool = Arc::clone(pool);
@@ -427,10 +430,12 @@ fn stop_timeout_returns_early_once_everything_ran() {
         for id in 0..50 {
             pool.submit(Probe::new(id, &ledger)).expect("submit");
         }
-        let timeout = Duration::from_secs(3600);
+        // Below the watchdog's limit, so waiting for it fails here.
+        let timeout = common::LIMIT / 2;
         let begin = Instant::now();
         let report = pool.stop_timeout(timeout).expect("stop_timeout");
-        assert!(begin.elapsed() < common::LIMIT, "waited for the deadline");
+        let elapsed = begin.elapsed();
+        assert!(elapsed < timeout, "waited for the deadline: {elapsed:?}");
         assert_eq!(report.succeeded, 50);
         assert!(report.is_clean(), "{report:?}");
         assert_eq!(ledger.total_runs(), 50);
@@ -447,8 +452,10 @@ fn stop_timeout_with_duration_max_waits_like_stop() {
         for id in 1..5 {
             pool.submit(Probe::new(id, &ledger)).expect("submit");
         }
-        let (intake, producer, _) =
+        let (intake, producer, tid) =
             submit_in_thread(pool.submitter(), Probe::new(5, &ledger), via_submit);
+        // Jobs 0 to 5 accepted, job 5's submit asleep on the full lane.
+        wait_blocked_in_submit(&pool, 6, &[tid]);
         let (report_tx, report_rx) = mpsc::channel();
         let stopper = {
             let pool = Arc::clone(&pool);
@@ -540,13 +547,37 @@ fn concurrent_stops_hand_the_jobs_to_exactly_one_caller() {
         }
         type StopFn = fn(&Pool<Probe>) -> Result<StopReport<Probe>, triage_pool::StopError>;
         let stops: [StopFn; 3] = [Pool::stop, Pool::stop_now, Pool::stop];
-        let stoppers: Vec<_> = stops
+        let entered = Arrivals::new();
+        let (stoppers, tids): (Vec<_>, Vec<_>) = stops
             .into_iter()
             .map(|stop| {
-                let pool = Arc::clone(&pool);
-                thread::spawn(move || stop(&pool).expect("stop"))
+                let (pool, entered) = (Arc::clone(&pool), Arc::clone(&entered));
+                common::spawn_with_tid(move || {
+                    entered.arrive();
+                    stop(&pool).expect("stop")
+                })
             })
-            .collect();
+            .unzip();
+        // Release the worker only once all three calls overlap: intake is
+        // closed and every stopper, past its arrival, is asleep in its
+        // call (the performing one waits for the held worker, the others
+        // for it).
+        entered.wait_for(stops.len());
+        assert!(
+            common::wait_until(
+                || pool.is_stopped()
+                    && tids
+                        .iter()
+                        .flatten()
+                        .all(|&tid| common::thread_state(tid) == Some('S')),
+                common::LIMIT
+            ),
+            "the stops never all waited at once: stopped {}, stopper states {:?}",
+            pool.is_stopped(),
+            tids.iter()
+                .map(|tid| tid.map(common::thread_state))
+                .collect::<Vec<_>>()
+        );
         latch.open();
         let reports: Vec<StopReport<Probe>> = stoppers
             .into_iter()

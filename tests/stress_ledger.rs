@@ -5,8 +5,10 @@
 //!
 //! Size: `ROUNDS` rounds per test, each the full 4 producers ×
 //! 50,000 jobs (one id space of 200,000) with its own stop moment; about
-//! 5 s for the file in a debug build on 2 cores. Set `STRESS_SEED` to replay a failing seed (it is printed
-//! with every failure).
+//! 5 s for the file in a debug build on 2 cores. Each test's base seed comes
+//! from the clock, so every run tries new stop moments; it is printed (shown
+//! with a failure): set `STRESS_SEED=<base seed>` to replay that test's
+//! rounds.
 
 mod common;
 
@@ -14,7 +16,7 @@ use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use common::{watchdog, Action, Ledger, Probe};
 use rand::rngs::StdRng;
@@ -69,7 +71,7 @@ fn submit_one(tx: &Submitter<Probe>, ledger: &Arc<Ledger>, id: usize) -> Option<
 /// One round: producers race a stop issued after `stop_after` submit
 /// attempts (never, if beyond the total). Checks the ledger.
 fn round(mode: Stop, seed: u64, stop_after: usize) {
-    let context = format!("mode {mode:?}, seed {seed}, stop after {stop_after} submits");
+    let context = format!("mode {mode:?}, round seed {seed}, stop after {stop_after} submits");
     let ledger = Ledger::new(IDS);
     let pool: Arc<Pool<Probe>> = Arc::new(
         Pool::builder()
@@ -212,14 +214,23 @@ fn check(
     assert_eq!(stats.busy(), 0, "{context}");
 }
 
+/// A fresh seed from the clock.
+fn time_seed() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_nanos() as u64
+}
+
 /// Runs `ROUNDS` rounds with stop moments drawn from a seeded RNG: some
 /// right at the start, some at a uniform random attempt, some only after
-/// every producer finished.
+/// every producer finished. Round `r` uses seed `base + r`.
 fn stress(mode: Stop, salt: u64) {
-    let base: u64 = std::env::var("STRESS_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0x7269_6167_6500 ^ salt);
+    let base: u64 = match std::env::var("STRESS_SEED") {
+        Ok(seed) => seed.parse().expect("STRESS_SEED is a u64"),
+        Err(_) => time_seed() ^ salt,
+    };
+    println!("stress_ledger {mode:?}: base seed {base} (STRESS_SEED={base} to replay)");
     let limit = Duration::from_secs(120);
     watchdog(limit, move || {
         for r in 0..ROUNDS {

@@ -110,16 +110,6 @@ fn backlog_order(builder: Builder<Probe>, counts: [usize; 3]) -> Vec<Priority> {
     starts[1..].iter().map(|&id| lane_of[id]).collect()
 }
 
-/// Polls `done` until it holds; fails after `START_LIMIT`.
-#[track_caller]
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + START_LIMIT;
-    while !done() {
-        assert!(Instant::now() < deadline, "gave up waiting for {what}");
-        thread::yield_now();
-    }
-}
-
 /// One character per lane, for failure messages.
 fn render(order: &[Priority]) -> String {
     order
@@ -434,9 +424,10 @@ fn reserved_worker_never_takes_normal_or_bulk_jobs() {
             assert_eq!(seen, (true, 1, 4, 4), "round {round}");
             // Let the reserved worker go back to the lanes with only Normal
             // and Bulk work queued before the next round.
-            wait_until("the reserved worker to go idle", || {
-                pool.stats().busy() == 1
-            });
+            assert!(
+                common::wait_until(|| pool.stats().busy() == 1, START_LIMIT),
+                "gave up waiting for the reserved worker to go idle"
+            );
         }
         let after = pool.stats();
         assert_eq!((after.queued(Normal), after.queued(Bulk)), (4, 4));
@@ -644,9 +635,10 @@ fn staggered_order(
     }
     latch.open();
     let ledger_total = urgent + normal + bulk;
-    wait_until("every job to run", || {
-        log.lock().unwrap().len() == ledger_total
-    });
+    assert!(
+        common::wait_until(|| log.lock().unwrap().len() == ledger_total, START_LIMIT),
+        "gave up waiting for every job to run"
+    );
     assert!(pool.stop().expect("stop").is_clean());
     let order = log.lock().unwrap().clone();
     (order, bulk_from.load(Ordering::SeqCst))

@@ -9,7 +9,9 @@ use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::Duration;
 
-use common::{block_workers, guarded, Action, Latch, Ledger, Probe};
+use common::{
+    block_workers, guarded, submit_in_thread, wait_blocked_in_submit, Action, Latch, Ledger, Probe,
+};
 use triage_pool::{FnJob, Pool, Priority, StopError};
 
 /// How long a check that "nothing happened yet" lets time pass. It can only
@@ -93,15 +95,12 @@ fn waits_for_a_producer_blocked_on_a_full_lane() {
         for id in 1..3 {
             pool.try_submit(Probe::new(id, &ledger)).expect("room");
         }
-        let producer = {
-            let tx = pool.submitter();
-            let ledger = Arc::clone(&ledger);
-            thread::spawn(move || tx.submit(Probe::new(3, &ledger)).is_ok())
-        };
-        // The producer is blocked (or about to be): its job counts.
-        while pool.stats().accepted() < 4 {
-            thread::yield_now();
-        }
+        let (intake, producer, tid) =
+            submit_in_thread(pool.submitter(), Probe::new(3, &ledger), |tx, job| {
+                tx.submit(job).is_ok()
+            });
+        // The producer sleeps in its submit to the full lane: its job counts.
+        wait_blocked_in_submit(&pool, 4, &[tid]);
         latch.open();
         pool.wait_idle().expect("not on a worker");
         assert_eq!(
@@ -109,7 +108,12 @@ fn waits_for_a_producer_blocked_on_a_full_lane() {
             1,
             "wait_idle returned before the blocked submit's job ran"
         );
-        assert!(producer.join().expect("producer"));
+        assert_eq!(
+            intake.recv_timeout(common::LIMIT),
+            Ok(true),
+            "the blocked submit was accepted"
+        );
+        producer.join().expect("producer");
         assert!(pool.stop().expect("stop").is_clean());
     });
 }
