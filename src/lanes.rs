@@ -181,12 +181,12 @@ struct Gate {
 // A waiter registers in `idle`, then checks "every accepted job finished"
 // under the group lock, then sleeps. Whatever can make that true wakes the
 // group: a worker recording a job's outcome (a relaxed check on its hot
-// path), an acceptance taken back, and — the fenced backstop against a
-// stale relaxed read — a worker about to sleep because the lanes are empty,
-// which is where a running pool's worker always goes after the last job.
-// Where no worker's idle path follows, the wake-up itself is fenced: a
-// worker exiting, a stop counting the jobs it hands back (after the last
-// worker exited), a submit refused because intake closed.
+// path) and — the fenced backstop against a stale relaxed read — a worker
+// about to sleep because the lanes are empty, which is where a running
+// pool's worker always goes after the last job. Where no worker's idle path
+// follows, the wake-up itself is fenced: a worker exiting, a stop counting
+// the jobs it hands back (after the last worker exited), and a refused
+// submit taking its acceptance back (the workers may all be asleep by then).
 
 /// One group of sleepers: idle workers, or producers waiting for room.
 #[derive(Debug)]
@@ -473,8 +473,10 @@ impl<J> Lanes<J> {
             Err(_) => {
                 counters.refused.fetch_add(1, Ordering::Relaxed);
                 self.leave_gate(stripe, IN_FLIGHT + ACCEPTED);
-                // Taking back an acceptance can make the pool idle.
-                self.wake_idle_waiters();
+                // Taking back an acceptance can make the pool idle, after
+                // every worker's idle path has run: fenced, so the check
+                // cannot miss a waiter that registered meanwhile.
+                self.wake_idle_waiters_fenced();
             }
         }
         result
@@ -527,7 +529,14 @@ impl<J> Lanes<J> {
     /// for room once the lane is down to its low-water mark.
     fn freed_slot(&self, index: usize) {
         let room = &self.room[index];
-        if room.count.load(Ordering::Relaxed) > 0
+        // SeqCst, not Relaxed: pairs with the producer's registration and
+        // fence in `push_blocking`. The dequeue just before this was
+        // crossbeam's SeqCst compare-and-swap of the lane's head, so either
+        // this load sees the producer registered, or the producer's `try_push`
+        // after its fence sees the freed slot. (A plain load on x86; without
+        // it, on a weakly ordered CPU a worker kept busy by other lanes
+        // could leave the producer asleep with room in its lane.)
+        if room.count.load(Ordering::SeqCst) > 0
             && self.queues[index].len() <= self.low_water[index]
         {
             room.notify_all();
@@ -544,9 +553,10 @@ impl<J> Lanes<J> {
     }
 
     /// [`wake_idle_waiters`](Self::wake_idle_waiters) with a full fence:
-    /// for the cold paths after which no worker's idle path may follow (a
-    /// worker exiting, a stop counting jobs unrun, a refusal after close),
-    /// so a stale read of the waiter count must not be possible.
+    /// for the paths after which no worker's idle path may follow (a
+    /// worker exiting, a stop counting jobs unrun, a refused submit taking
+    /// its acceptance back), so a stale read of the waiter count must not
+    /// be possible.
     pub(crate) fn wake_idle_waiters_fenced(&self) {
         fence(Ordering::SeqCst);
         if self.idle.count.load(Ordering::SeqCst) > 0 {

@@ -267,6 +267,37 @@ fn wait_idle_races_stop_now() {
     });
 }
 
+/// `wait_idle` racing a submit refused on a full lane: the refusal takes
+/// its acceptance back after the worker went to sleep, and must wake the
+/// waiter itself.
+///
+/// Injected bug: the take-back's wake-up in `Lanes::push` back to the
+/// relaxed `wake_idle_waiters` (as it was until 2026-11-26) — loom reported
+/// a deadlock: the waiter asleep, the worker asleep, the refuser gone.
+/// Found by a review; at bound 2, like `wait_idle_races_stop_now`.
+#[test]
+fn wait_idle_races_a_full_refusal() {
+    model_capped(2, || {
+        let runs = Arc::new(Runs::default());
+        let pool = Arc::new(pool(1));
+        pool.submit(Probe::new(0, Priority::Normal, &runs))
+            .expect("submit");
+        let refuser = {
+            let pool = Arc::clone(&pool);
+            let runs = Arc::clone(&runs);
+            loom::thread::spawn(move || {
+                pool.try_submit(Probe::new(1, Priority::Normal, &runs))
+                    .is_ok()
+            })
+        };
+        pool.wait_idle().expect("not on a worker");
+        let accepted = refuser.join().unwrap();
+        let report = pool.stop().expect("stop");
+        assert_eq!(report.succeeded, 1 + u64::from(accepted));
+        assert_eq!(runs.get(1), usize::from(accepted));
+    });
+}
+
 /// `stop_now` racing a running worker and both lanes: queued jobs come back
 /// unrun in lane order, the rest ran once, counters balance.
 ///

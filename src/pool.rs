@@ -829,9 +829,10 @@ impl<J: Job> Pool<J> {
     /// [`stop`](Self::stop) until the deadline, then behaves like
     /// [`stop_now`](Self::stop_now) — raises the cancel flag and hands the
     /// rest of the queue back unrun — without waiting for running jobs:
-    /// a job still running is reported in [`StopReport::abandoned`] (which
-    /// worker, which lane, running since when), and its thread is left to
-    /// finish it and log the outcome. A later [`stop`](Self::stop) joins
+    /// a job still running — in its `run`, or, if it succeeded, in its
+    /// `Drop` — is reported in [`StopReport::abandoned`] (which worker,
+    /// which lane, running since when), and its thread is left to finish
+    /// it and log the outcome. A later [`stop`](Self::stop) joins
     /// such threads; dropping the pool does not wait for them.
     ///
     /// Returns shortly after the deadline: the time for the workers not

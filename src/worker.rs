@@ -207,19 +207,52 @@ fn work<J: Job>(shared: &Shared<J>, index: usize, picker: &mut Picker, role: Rol
         ctx.set_job(lane, queue_wait);
         let mut job = envelope.job;
         let outcome = unwind::catch(|| job.run(&ctx));
+        // Still marked running: a succeeded job's `Drop` runs here, so a
+        // `stop_timeout` deadline that passes during a slow `Drop` abandons
+        // the job like a slow `run` instead of waiting for it.
+        let finished = finish(shared.id, index, lane, job, outcome);
         let abandoned = slot
             .state
             .compare_exchange(running, IDLE, Ordering::AcqRel, Ordering::Acquire)
             .is_err();
         if abandoned {
-            late_outcome(shared.id, index, lane, job, outcome);
+            late_outcome(shared.id, index, lane, finished);
             // No longer running anything: `Stats::busy` stops counting it.
             slot.state.store(IDLE, Ordering::Release);
             break;
         }
-        record(shared, slot, index, lane, job, outcome);
+        record(shared, slot, index, lane, finished);
     }
     ran
+}
+
+/// A job whose `run` returned or panicked. A succeeded job is already
+/// dropped; the others are kept to be handed back.
+enum Finished<J: Job> {
+    Succeeded,
+    Failed(J, J::Error),
+    Panicked(J, String),
+}
+
+/// Sorts a job by its outcome, dropping it (panics contained and logged)
+/// if it succeeded.
+fn finish<J: Job>(
+    pool: u64,
+    worker: usize,
+    lane: Priority,
+    job: J,
+    outcome: Result<Result<(), J::Error>, String>,
+) -> Finished<J> {
+    match outcome {
+        Ok(Ok(())) => {
+            if let Some(message) = unwind::drop_contained(job) {
+                tracing::error!(pool, worker, %lane, %message, "dropping a finished job panicked");
+            }
+            Finished::Succeeded
+        }
+        Ok(Err(error)) => Finished::Failed(job, error),
+        Err(message) => Finished::Panicked(job, message),
+    }
 }
 
 /// Files a finished job under its terminal state.
@@ -228,17 +261,11 @@ fn record<J: Job>(
     slot: &WorkerSlot,
     worker: usize,
     lane: Priority,
-    job: J,
-    outcome: Result<Result<(), J::Error>, String>,
+    finished: Finished<J>,
 ) {
-    match outcome {
-        Ok(Ok(())) => {
-            if let Some(message) = unwind::drop_contained(job) {
-                tracing::error!(pool = shared.id, worker, %lane, %message, "dropping a finished job panicked");
-            }
-            WorkerSlot::bump(&slot.succeeded);
-        }
-        Ok(Err(error)) => {
+    match finished {
+        Finished::Succeeded => WorkerSlot::bump(&slot.succeeded),
+        Finished::Failed(job, error) => {
             shared.failed.lock().push(Failed {
                 job,
                 error,
@@ -247,7 +274,7 @@ fn record<J: Job>(
             });
             WorkerSlot::bump(&slot.failed);
         }
-        Err(message) => {
+        Finished::Panicked(job, message) => {
             tracing::error!(pool = shared.id, worker, %lane, %message, "job panicked");
             shared.panicked.lock().push(Panicked {
                 job,
@@ -263,23 +290,18 @@ fn record<J: Job>(
 
 /// Logs the outcome of a job a `stop_timeout` deadline gave up on; the stop
 /// already reported it as abandoned, so nobody is left to hand it to.
-fn late_outcome<J: Job>(
-    pool: u64,
-    worker: usize,
-    lane: Priority,
-    job: J,
-    outcome: Result<Result<(), J::Error>, String>,
-) {
-    match outcome {
-        Ok(Ok(())) => tracing::warn!(
+fn late_outcome<J: Job>(pool: u64, worker: usize, lane: Priority, finished: Finished<J>) {
+    match finished {
+        Finished::Succeeded => tracing::warn!(
             pool,
             worker,
             %lane,
             outcome = "succeeded",
             "abandoned job finished after its stop deadline"
         ),
-        Ok(Err(error)) => {
+        Finished::Failed(job, error) => {
             let _ = unwind::drop_contained(error);
+            let _ = unwind::drop_contained(job);
             tracing::warn!(
                 pool,
                 worker,
@@ -289,13 +311,15 @@ fn late_outcome<J: Job>(
             );
         }
         // A job panic is logged at `error` wherever it happens.
-        Err(message) => tracing::error!(
-            pool,
-            worker,
-            %lane,
-            %message,
-            "abandoned job panicked after its stop deadline"
-        ),
+        Finished::Panicked(job, message) => {
+            tracing::error!(
+                pool,
+                worker,
+                %lane,
+                %message,
+                "abandoned job panicked after its stop deadline"
+            );
+            let _ = unwind::drop_contained(job);
+        }
     }
-    let _ = unwind::drop_contained(job);
 }
