@@ -227,10 +227,12 @@ impl<J: Job> Builder<J> {
     /// of after a busy general worker's time slice. Measured on the 2-core
     /// host with two general workers in 10 ms CPU-bound jobs and one
     /// reserved worker (`benches/triage.rs`, 300 trials per run): urgent
-    /// start latency p99 2.4–3.3 ms at 0; 25–76 µs at 19 (four runs); at
-    /// 5, 47 µs in one run but 2.7–3.1 ms in three others, and 10 or 15
-    /// were as erratic. For a dependable urgent latency use 19 (the most the
-    /// kernel allows). When nothing else wants the CPU the general workers
+    /// start latency p99 2.4–3.3 ms at 0; at 19, 25–76 µs in four runs of
+    /// five (1.8 ms in a run started while the host was busy with other
+    /// load); at 5, 47 µs in one run of five and 2.5–3.1 ms in the others,
+    /// and 10 or 15 were as erratic. For the best urgent latency use 19
+    /// (the most the kernel allows); no nice value helps against load
+    /// from outside the machine (other virtual machines on the host). When nothing else wants the CPU the general workers
     /// run as fast as at 0: a nice value only matters between threads
     /// competing for a core. When something else does (another process at
     /// the default priority), the general workers get the smaller share —
