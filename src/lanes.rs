@@ -558,10 +558,9 @@ impl<J> Lanes<J> {
     /// its acceptance back), so a stale read of the waiter count must not
     /// be possible.
     pub(crate) fn wake_idle_waiters_fenced(&self) {
+        // Pairs with the waiter's fence after it registers.
         fence(Ordering::SeqCst);
-        if self.idle.count.load(Ordering::SeqCst) > 0 {
-            self.idle.notify_all();
-        }
+        self.wake_idle_waiters();
     }
 
     /// Waits until `is_idle` holds, re-checking whenever a job finishes or
@@ -850,6 +849,17 @@ impl Picker {
 mod tests {
     use super::*;
 
+    /// Pushes 4 jobs to `Normal`, checking after each that `accepted()`
+    /// counts on exactly from `start`.
+    fn push_four_counting(lanes: &Lanes<u32>, counters: &Counters, start: u64) {
+        for job in 0..4 {
+            assert!(lanes
+                .push(Priority::Normal, job, Wait::Never, counters)
+                .is_ok());
+            assert_eq!(lanes.accepted(), start + u64::from(job) + 1);
+        }
+    }
+
     /// A stripe about to pass 2^42 accepted jobs carries 2^41 of them to
     /// `carried`; the total stays exact and the gate's other bits are kept.
     #[test]
@@ -862,12 +872,7 @@ mod tests {
         let start = (1_u64 << 42) - 2;
         stripe.store(start * ACCEPTED, Ordering::SeqCst);
         assert_eq!(lanes.accepted(), start);
-        for job in 0..4 {
-            assert!(lanes
-                .push(Priority::Normal, job, Wait::Never, &counters)
-                .is_ok());
-            assert_eq!(lanes.accepted(), start + u64::from(job) + 1);
-        }
+        push_four_counting(&lanes, &counters, start);
         // The submit that found 2^42 moved 2^41 out of the stripe, once.
         assert_eq!(lanes.gate.carried.load(Ordering::SeqCst), CARRY);
         assert_eq!(stripe.load(Ordering::SeqCst) / ACCEPTED, start + 4 - CARRY);
@@ -892,12 +897,7 @@ mod tests {
         let stripe = lanes.stripe();
         let start = (1_u64 << 43) - 2;
         stripe.store(start * ACCEPTED, Ordering::SeqCst);
-        for job in 0..4 {
-            assert!(lanes
-                .push(Priority::Normal, job, Wait::Never, &counters)
-                .is_ok());
-            assert_eq!(lanes.accepted(), start + u64::from(job) + 1);
-        }
+        push_four_counting(&lanes, &counters, start);
         assert!(stripe.load(Ordering::SeqCst) < CARRY_AT);
     }
 }

@@ -64,11 +64,7 @@ impl Job for Probe {
 /// Runs `f` under loom with the preemption bound from `LOOM_MAX_PREEMPTIONS`,
 /// or 3 (what CI uses: every model finishes in seconds) if it is not set.
 fn model<F: Fn() + Sync + Send + 'static>(f: F) {
-    let mut builder = loom::model::Builder::new();
-    if builder.preemption_bound.is_none() {
-        builder.preemption_bound = Some(3);
-    }
-    builder.check(f);
+    model_capped(usize::MAX, f);
 }
 
 /// [`model`] with the preemption bound capped at `cap`, for a model whose

@@ -291,24 +291,12 @@ fn record<J: Job>(
 /// Logs the outcome of a job a `stop_timeout` deadline gave up on; the stop
 /// already reported it as abandoned, so nobody is left to hand it to.
 fn late_outcome<J: Job>(pool: u64, worker: usize, lane: Priority, finished: Finished<J>) {
-    match finished {
-        Finished::Succeeded => tracing::warn!(
-            pool,
-            worker,
-            %lane,
-            outcome = "succeeded",
-            "abandoned job finished after its stop deadline"
-        ),
+    let outcome = match finished {
+        Finished::Succeeded => "succeeded",
         Finished::Failed(job, error) => {
             let _ = unwind::drop_contained(error);
             let _ = unwind::drop_contained(job);
-            tracing::warn!(
-                pool,
-                worker,
-                %lane,
-                outcome = "failed",
-                "abandoned job finished after its stop deadline"
-            );
+            "failed"
         }
         // A job panic is logged at `error` wherever it happens.
         Finished::Panicked(job, message) => {
@@ -320,6 +308,8 @@ fn late_outcome<J: Job>(pool: u64, worker: usize, lane: Priority, finished: Fini
                 "abandoned job panicked after its stop deadline"
             );
             let _ = unwind::drop_contained(job);
+            return;
         }
-    }
+    };
+    tracing::warn!(pool, worker, %lane, outcome, "abandoned job finished after its stop deadline");
 }

@@ -67,6 +67,20 @@ fn blocker(started: &Arc<Arrivals>, latch: &Arc<Latch>) -> FnJob {
     })
 }
 
+/// Holds `n` of `pool`'s general workers in blocker jobs and returns once
+/// all have started: the latch that releases them, and a guard that opens
+/// it if the test fails first.
+fn hold_workers(pool: &Pool<FnJob>, n: usize) -> (Arc<Latch>, OpenOnDrop) {
+    let latch = Latch::new();
+    let release = OpenOnDrop::new(&[&latch]);
+    let started = Arrivals::new();
+    for _ in 0..n {
+        pool.submit(blocker(&started, &latch)).expect("submit");
+    }
+    started.wait_for(n);
+    (latch, release)
+}
+
 /// Runs a backlog on a single general worker: the worker is held by a
 /// blocker while `counts[lane]` probes are queued in each lane, then
 /// released. Returns the lanes of the queued probes in dequeue order (the
@@ -382,11 +396,7 @@ fn reserved_worker_never_takes_normal_or_bulk_jobs() {
             .reserved_urgent_workers(1)
             .build()
             .expect("build");
-        let latch = Latch::new();
-        let _release = OpenOnDrop::new(&[&latch]);
-        let started = Arrivals::new();
-        pool.submit(blocker(&started, &latch)).expect("submit");
-        started.wait_for(1);
+        let (latch, _release) = hold_workers(&pool, 1);
 
         // Lower-lane jobs that would get stuck at the latch too if the
         // reserved worker took one.
@@ -596,11 +606,7 @@ fn staggered_order(
         .capacity(Bulk, bulk)
         .build()
         .expect("build");
-    let latch = Latch::new();
-    let _release = OpenOnDrop::new(&[&latch]);
-    let started = Arrivals::new();
-    pool.submit(blocker(&started, &latch)).expect("submit");
-    started.wait_for(1);
+    let (latch, _release) = hold_workers(&pool, 1);
     let log: Arc<Mutex<Vec<Priority>>> = Arc::new(Mutex::new(Vec::new()));
     let bulk_from = Arc::new(AtomicUsize::new(usize::MAX));
     let logging = |log: &Arc<Mutex<Vec<Priority>>>| {
@@ -692,11 +698,7 @@ fn urgent_chain(
 /// and `normal` queued Normal jobs; returns the lanes in dequeue order.
 fn stream_order(builder: Builder<FnJob>, chain: usize, normal: usize) -> Vec<Priority> {
     let pool = builder.workers(1).build().expect("build");
-    let latch = Latch::new();
-    let _release = OpenOnDrop::new(&[&latch]);
-    let started = Arrivals::new();
-    pool.submit(blocker(&started, &latch)).expect("submit");
-    started.wait_for(1);
+    let (latch, _release) = hold_workers(&pool, 1);
     let log = Arc::new(Mutex::new(Vec::new()));
     let ran = Arrivals::new();
     let head = urgent_chain(pool.submitter(), chain, Arc::clone(&log), Arc::clone(&ran));
@@ -743,13 +745,7 @@ fn starvation_bound_holds_per_worker_with_two_workers() {
             .capacity(Urgent, 400)
             .build()
             .expect("build");
-        let latch = Latch::new();
-        let _release = OpenOnDrop::new(&[&latch]);
-        let started = Arrivals::new();
-        for _ in 0..WORKERS {
-            pool.submit(blocker(&started, &latch)).expect("submit");
-        }
-        started.wait_for(WORKERS);
+        let (latch, _release) = hold_workers(&pool, WORKERS);
         let log: WorkerLog = Arc::new(Mutex::new(Vec::new()));
         for (lane, n) in [(Urgent, 400), (Normal, 60)] {
             for _ in 0..n {
@@ -868,11 +864,7 @@ fn reporting(name: &'static str, tx: &mpsc::Sender<Seen>) -> FnJob {
 fn context_reports_lane_and_queue_wait_behind_a_blocked_worker() {
     guarded(|| {
         let pool: Pool<FnJob> = Pool::builder().workers(1).build().expect("build");
-        let latch = Latch::new();
-        let _release = OpenOnDrop::new(&[&latch]);
-        let started = Arrivals::new();
-        pool.submit(blocker(&started, &latch)).expect("submit");
-        started.wait_for(1);
+        let (latch, _release) = hold_workers(&pool, 1);
 
         let (tx, rx) = mpsc::channel();
         let mut submitted = Vec::new();
