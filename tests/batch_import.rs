@@ -104,6 +104,14 @@ fn alerts(db: &Path) -> BTreeSet<String> {
     column(db, "SELECT record_id FROM alerts")
 }
 
+/// Checks the database holds one alert row for every valid adverse-event
+/// row of the input, and no other; returns those rows' ids.
+fn assert_one_alert_per_valid_adverse_event(manifest: &Manifest, db: &Path) -> BTreeSet<String> {
+    let adverse_valid = ids(manifest, |row| row.adverse_event && row.defect.is_none());
+    assert_eq!(alerts(db), adverse_valid);
+    adverse_valid
+}
+
 /// The rejects file as record id -> reason.
 fn rejects(path: &Path) -> BTreeMap<String, String> {
     with_reasons(path)
@@ -261,8 +269,7 @@ fn every_valid_row_is_imported_once_and_every_bad_row_rejected_with_its_reason()
         assert!(!summary.stopped_early && summary.input_error.is_none());
 
         assert_eq!(visits(&config.database), valid);
-        let adverse_valid = ids(&manifest, |row| row.adverse_event && row.defect.is_none());
-        assert_eq!(alerts(&config.database), adverse_valid);
+        let adverse_valid = assert_one_alert_per_valid_adverse_event(&manifest, &config.database);
         assert_eq!(summary.alerts_written, adverse_valid.len() as u64);
 
         let rejects = rejects(&config.rejects);
@@ -339,8 +346,7 @@ fn a_stop_midway_leaves_every_row_in_exactly_one_place_and_resuming_finishes() {
         let mut all_rejected: BTreeSet<String> = rejected.into_keys().collect();
         all_rejected.extend(rejects(&again.rejects).into_keys());
         assert_eq!(all_rejected, ids(&manifest, |row| row.defect.is_some()));
-        let adverse_valid = ids(&manifest, |row| row.adverse_event && row.defect.is_none());
-        assert_eq!(alerts(&config.database), adverse_valid);
+        assert_one_alert_per_valid_adverse_event(&manifest, &config.database);
     });
 }
 
@@ -470,8 +476,7 @@ fn a_refused_batch_is_reported_record_by_record_and_resuming_imports_it() {
         assert_eq!(second.committed, failed.len() as u64);
         assert_eq!(second.to_resume() + second.rejected, 0);
         assert_eq!(visits(&config.database), valid);
-        let adverse_valid = ids(&manifest, |row| row.adverse_event && row.defect.is_none());
-        assert_eq!(alerts(&config.database), adverse_valid);
+        assert_one_alert_per_valid_adverse_event(&manifest, &config.database);
     });
 }
 
@@ -509,8 +514,7 @@ fn importing_the_same_file_twice_rejects_every_valid_row_as_a_duplicate() {
             );
         }
         assert_eq!(visits(&config.database), valid);
-        let adverse_valid = ids(&manifest, |row| row.adverse_event && row.defect.is_none());
-        assert_eq!(alerts(&config.database), adverse_valid);
+        assert_one_alert_per_valid_adverse_event(&manifest, &config.database);
     });
 }
 
