@@ -33,7 +33,12 @@
 //! thread still waits for the OS to give it a core, so two more rows add
 //! `general_worker_nice(5)` and `(19)` (Linux: the general workers lower
 //! their own priority, no privileges needed), which lets it preempt a busy
-//! worker at once.
+//! worker at once. A last row leaves the general workers alone and has the
+//! reserved worker ask the kernel for a 100 µs time slice instead
+//! (`sched_setattr` from `Builder::on_worker_start`; Linux 6.12 or later,
+//! whose EEVDF scheduler lets a waking thread with a shorter slice preempt
+//! the running one; no privileges needed). The table says whether the
+//! kernel kept the request.
 //!
 //! Last, how long `stop()` takes on an idle pool, against dropping the
 //! floor's channel and joining its threads (the issue's "stop on an idle
@@ -126,13 +131,18 @@ const WORKERS: usize = 2;
 /// one, and the maximum.
 const NICES: [u8; 2] = [5, 19];
 
+/// The time slice the reserved worker asks for in the last 10 ms row.
+const RESERVED_SLICE: Duration = Duration::from_micros(100);
+
 /// Which pool a trial runs on.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Subject {
-    /// `nice`: the `general_worker_nice` increment.
+    /// `nice`: the `general_worker_nice` increment; `short_slice`: the
+    /// reserved workers ask for [`RESERVED_SLICE`].
     Triage {
         reserved: usize,
         nice: u8,
+        short_slice: bool,
     },
     FifoChannel,
     FifoThreadpool,
@@ -142,6 +152,12 @@ impl Subject {
     fn label(self) -> String {
         match self {
             Subject::Triage { reserved: 0, .. } => "triage-pool".to_owned(),
+            Subject::Triage {
+                short_slice: true, ..
+            } => format!(
+                "triage-pool, `reserved_urgent_workers(1)`, reserved worker asks for a {} µs slice",
+                RESERVED_SLICE.as_micros()
+            ),
             Subject::Triage { nice: 0, .. } => {
                 "triage-pool, `reserved_urgent_workers(1)`".to_owned()
             }
@@ -173,11 +189,21 @@ impl Fifo {
 fn trial_triage(
     reserved: usize,
     nice: u8,
+    short_slice: bool,
     backlog: usize,
     work: u64,
     settle: Duration,
 ) -> Duration {
-    let pool: Pool<Task> = Pool::builder()
+    let mut builder = Pool::builder();
+    if short_slice {
+        // Reserved workers come after the general ones.
+        builder = builder.on_worker_start(|index| {
+            if index >= WORKERS {
+                slice::request(RESERVED_SLICE);
+            }
+        });
+    }
+    let pool: Pool<Task> = builder
         .workers(WORKERS)
         .reserved_urgent_workers(reserved)
         .general_worker_nice(nice)
@@ -308,10 +334,12 @@ fn main() {
             Subject::Triage {
                 reserved: 0,
                 nice: 0,
+                short_slice: false,
             },
             Subject::Triage {
                 reserved: 1,
                 nice: 0,
+                short_slice: false,
             },
             Subject::FifoChannel,
             Subject::FifoThreadpool,
@@ -332,16 +360,21 @@ fn main() {
         }
     }
     let long_backlog = 100;
-    for (reserved, nice, trials) in [
-        (0, 0, 100),
-        (1, 0, 300),
-        (1, NICES[0], 300),
-        (1, NICES[1], 300),
+    for (reserved, nice, short_slice, trials) in [
+        (0, 0, false, 100),
+        (1, 0, false, 300),
+        (1, NICES[0], false, 300),
+        (1, NICES[1], false, 300),
+        (1, 0, true, 300),
     ] {
         rows.push(Row {
             scenario: format!("{} × 10 ms", common::host::thousands(long_backlog as u64)),
             backlog: long_backlog,
-            subject: Subject::Triage { reserved, nice },
+            subject: Subject::Triage {
+                reserved,
+                nice,
+                short_slice,
+            },
             trials: scale(trials),
             work: ten_ms,
             jitter: Duration::from_millis(10),
@@ -383,9 +416,11 @@ fn main() {
                     Duration::from_millis(1) + rng.below(row.jitter)
                 };
                 let latency = match row.subject {
-                    Subject::Triage { reserved, nice } => {
-                        trial_triage(reserved, nice, row.backlog, row.work, settle)
-                    }
+                    Subject::Triage {
+                        reserved,
+                        nice,
+                        short_slice,
+                    } => trial_triage(reserved, nice, short_slice, row.backlog, row.work, settle),
                     Subject::FifoChannel => trial_fifo(&channel, row.backlog, row.work),
                     Subject::FifoThreadpool => trial_fifo(&threadpool, row.backlog, row.work),
                 };
@@ -545,6 +580,7 @@ fn render(
             Subject::Triage {
                 reserved: 0,
                 nice: 0,
+                short_slice: false,
             },
         ),
         median_of(10_000, Subject::FifoChannel),
@@ -555,13 +591,26 @@ fn render(
             fifo.as_secs_f64() / triage.as_secs_f64().max(1e-9)
         ));
     }
-    for nice in [0].into_iter().chain(NICES) {
-        let how = if nice == 0 {
-            "default scheduling".to_owned()
-        } else {
-            format!("`general_worker_nice({nice})`")
+    let variants = [0]
+        .into_iter()
+        .chain(NICES)
+        .map(|nice| (nice, false))
+        .chain([(0, true)]);
+    for (nice, short_slice) in variants {
+        let how = match (nice, short_slice) {
+            (_, true) => format!(
+                "reserved worker asks for a {} µs slice: {}",
+                RESERVED_SLICE.as_micros(),
+                slice::outcome()
+            ),
+            (0, false) => "default scheduling".to_owned(),
+            (nice, false) => format!("`general_worker_nice({nice})`"),
         };
-        let subject = Subject::Triage { reserved: 1, nice };
+        let subject = Subject::Triage {
+            reserved: 1,
+            nice,
+            short_slice,
+        };
         let Some(row) = rows
             .iter()
             .find(|r| r.jitter > Duration::ZERO && r.subject == subject)
@@ -586,4 +635,104 @@ fn render(
         ));
     }
     s
+}
+
+/// Asking the kernel for a shorter time slice for the calling thread, and
+/// what came of it. Linux 6.12 and later read `sched_runtime` in
+/// `sched_setattr` as an ordinary thread's requested slice (EEVDF: a
+/// waking thread with a shorter slice may preempt the running one); older
+/// kernels ignore it, which the read-back below detects.
+mod slice {
+    use std::sync::atomic::{AtomicU8, Ordering};
+    use std::time::Duration;
+
+    const UNTRIED: u8 = 0;
+    const KEPT: u8 = 1;
+    const IGNORED: u8 = 2;
+    const REFUSED: u8 = 3;
+    const UNSUPPORTED: u8 = 4;
+
+    /// The outcome of the latest request.
+    static OUTCOME: AtomicU8 = AtomicU8::new(UNTRIED);
+
+    /// A sentence for the table: what the kernel did with the requests.
+    pub(crate) fn outcome() -> &'static str {
+        match OUTCOME.load(Ordering::Relaxed) {
+            KEPT => "the kernel kept the request",
+            IGNORED => "the kernel ignored the request (Linux before 6.12)",
+            REFUSED => "the kernel refused the request",
+            UNSUPPORTED => "not on Linux, so not requested",
+            _ => "never requested",
+        }
+    }
+
+    /// Linux's `struct sched_attr` (the version-1 layout, 56 bytes).
+    #[cfg(target_os = "linux")]
+    #[repr(C)]
+    #[derive(Debug, Default)]
+    struct SchedAttr {
+        size: u32,
+        policy: u32,
+        flags: u64,
+        nice: i32,
+        priority: u32,
+        runtime: u64,
+        deadline: u64,
+        period: u64,
+        util_min: u32,
+        util_max: u32,
+    }
+
+    /// Reads the calling thread's scheduling attributes.
+    #[cfg(target_os = "linux")]
+    #[allow(unsafe_code)]
+    fn get() -> Option<SchedAttr> {
+        let mut attr = SchedAttr::default();
+        let size = std::mem::size_of::<SchedAttr>() as libc::c_uint;
+        // SAFETY: `attr` is a writable `sched_attr` of `size` bytes that
+        // outlives the call; pid 0 is the calling thread.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_sched_getattr,
+                0,
+                &mut attr as *mut SchedAttr,
+                size,
+                0,
+            )
+        };
+        (rc == 0).then_some(attr)
+    }
+
+    /// Asks for `slice` as the calling thread's time slice, keeping its
+    /// policy and nice value.
+    #[cfg(target_os = "linux")]
+    #[allow(unsafe_code)]
+    pub(crate) fn request(slice: Duration) {
+        let wanted = u64::try_from(slice.as_nanos()).unwrap_or(u64::MAX);
+        let outcome = match get() {
+            None => REFUSED,
+            Some(mut attr) => {
+                attr.size = std::mem::size_of::<SchedAttr>() as u32;
+                attr.runtime = wanted;
+                // SAFETY: `attr` is an initialised `sched_attr` whose `size`
+                // field names its length, and it outlives the call; pid 0 is
+                // the calling thread.
+                let rc = unsafe {
+                    libc::syscall(libc::SYS_sched_setattr, 0, &attr as *const SchedAttr, 0)
+                };
+                match (rc, get()) {
+                    (0, Some(now)) if now.runtime == wanted => KEPT,
+                    (0, _) => IGNORED,
+                    _ => REFUSED,
+                }
+            }
+        };
+        OUTCOME.store(outcome, Ordering::Relaxed);
+    }
+
+    /// Not on Linux: nothing to ask.
+    #[cfg(not(target_os = "linux"))]
+    pub(crate) fn request(_slice: Duration) {
+        OUTCOME.store(UNSUPPORTED, Ordering::Relaxed);
+    }
 }
