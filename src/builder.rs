@@ -199,6 +199,20 @@ impl<J: Job> Builder<J> {
     /// the woken thread preempt a busy general worker at once: p99 then
     /// measures in tens of microseconds.
     ///
+    /// On Linux 6.12 or later there is a second way that leaves the general
+    /// workers' priority alone: have each reserved worker ask the kernel for
+    /// a short time slice as it starts. The EEVDF scheduler lets a waking
+    /// thread with a shorter slice preempt the running one. The pool does
+    /// not make that call for you (it needs `sched_setattr`, which no safe
+    /// wrapper offers, and this crate has no `unsafe` code); call it from
+    /// [`on_worker_start`](Self::on_worker_start), where reserved workers
+    /// are the indices `workers..workers + reserved`. `benches/triage.rs`
+    /// (its `slice` module) does it with `libc` and reads the setting back,
+    /// since older kernels accept it and ignore it. Measured there with a
+    /// 100 µs slice: p99 33 and 44 µs in two runs of three, as good as a
+    /// nice value of 19 in the same runs (35 and 34 µs); in the third run
+    /// the host was busy with other load and every variant was above 2 ms.
+    ///
     /// # Examples
     ///
     /// ```
@@ -480,9 +494,12 @@ impl<J: Job> Builder<J> {
     ///
     /// The pool reads the CPU's time-stamp counter where it is invariant
     /// (through the `quanta` crate: about 9 ns a read on the 2-core test
-    /// host, against 24 ns for `Instant::now`; the first pool in a process
-    /// calibrates it against the OS clock, well under a millisecond), and
-    /// the OS's monotonic clock elsewhere. Even so the two reads are a large
+    /// host, against 24 ns for `Instant::now`), and the OS's monotonic
+    /// clock elsewhere. The first timed pool built in a process calibrates
+    /// the counter against the OS clock inside [`build`](Self::build):
+    /// about 0.7 ms on the test host, longer on a host too loaded for the
+    /// measurement to settle (`quanta` gives up after 200 ms); later pools
+    /// reuse it, and a pool with timing off never calibrates. Even so the two reads are a large
     /// part of the pool's own cost per job; for jobs of a few microseconds
     /// or less that nobody needs latencies of, turn them off.
     /// Then `queue_wait` is always zero, `oldest_wait` is always `None`, and

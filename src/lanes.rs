@@ -282,13 +282,12 @@ pub(crate) struct Lanes<J> {
     urgent: Sleepers,
     /// Threads in `Pool::wait_idle` (see "Idle waiters").
     idle: Sleepers,
-    /// The clock of the nanosecond timestamps in envelopes and worker slots.
-    clock: Clock,
+    /// The clock of the nanosecond timestamps in envelopes and worker
+    /// slots; `None` if jobs are not timestamped (`Builder::timing`).
+    clock: Option<Clock>,
     /// Per lane: the latest time (on `clock`) the lane was seen empty, by a
     /// worker about to sleep or by a `Stats` snapshot (`Stats::oldest_wait`).
     seen_empty_at: [AtomicU64; 3],
-    /// Whether jobs are timestamped (`Builder::timing`).
-    timing: bool,
 }
 
 /// The pool's clock: nanoseconds since the pool was built, read from the
@@ -362,23 +361,19 @@ impl<J> Lanes<J> {
             general: Sleepers::new(),
             idle: Sleepers::new(),
             urgent: Sleepers::new(),
-            clock: Clock::new(),
+            // Only a timed pool builds the clock: the first one in a process
+            // calibrates the counter (see `Builder::timing`).
+            clock: timing.then(Clock::new),
             seen_empty_at: std::array::from_fn(|_| AtomicU64::new(0)),
-            timing,
         }
     }
 
-    /// Nanoseconds since the pool's epoch.
-    pub(crate) fn now(&self) -> u64 {
-        self.clock.now()
-    }
-
-    /// `now()` if jobs are timestamped, else 0 (no clock read).
+    /// Nanoseconds since the pool's epoch if jobs are timestamped, else 0
+    /// (no clock read).
     pub(crate) fn stamp(&self) -> u64 {
-        if self.timing {
-            self.now()
-        } else {
-            0
+        match &self.clock {
+            Some(clock) => clock.now(),
+            None => 0,
         }
     }
 
@@ -393,7 +388,7 @@ impl<J> Lanes<J> {
     /// counts from no earlier than this, not from the last job taken before
     /// the pool went idle. Once per sleep or wake-up, never per job.
     fn note_empty_lanes(&self, role: Role, now: u64) {
-        if !self.timing {
+        if self.clock.is_none() {
             return;
         }
         let served = match role {
@@ -409,12 +404,16 @@ impl<J> Lanes<J> {
 
     /// Whether jobs are timestamped.
     pub(crate) fn timing(&self) -> bool {
-        self.timing
+        self.clock.is_some()
     }
 
-    /// The std `Instant` of the pool-clock reading `nanos`.
+    /// The std `Instant` of the pool-clock reading `nanos` (now, if jobs
+    /// are not timestamped).
     pub(crate) fn instant_at(&self, nanos: u64) -> Instant {
-        self.clock.instant_at(nanos)
+        match &self.clock {
+            Some(clock) => clock.instant_at(nanos),
+            None => Instant::now(),
+        }
     }
 
     /// Jobs waiting in each lane.
@@ -633,18 +632,32 @@ impl<J> Lanes<J> {
         }
     }
 
-    /// Jobs accepted so far (including, transiently, ones being refused).
+    /// Jobs accepted so far. Before the seal this includes, for a moment,
+    /// submits that are being refused.
     pub(crate) fn accepted(&self) -> u64 {
         let gate = &self.gate;
+        // Once sealed, every submit still inside the gate entered after the
+        // close and is being refused: it added one `IN_FLIGHT` and one
+        // `ACCEPTED` in the same read-modify-write and takes both back in
+        // one, so subtracting the stripe's in-flight count leaves only the
+        // jobs that really were accepted. (Before the seal an in-flight
+        // submit may still be accepted, and is counted.)
+        let sealed = self.sealed.load(Ordering::SeqCst);
         loop {
             let seq = gate.carry_seq.load(Ordering::SeqCst);
             if seq & 1 == 0 {
-                let in_stripes: u64 = gate
-                    .stripes
-                    .iter()
-                    .map(|stripe| stripe.load(Ordering::SeqCst) / ACCEPTED)
-                    .sum();
-                let total = in_stripes + gate.carried.load(Ordering::SeqCst);
+                let (mut in_stripes, mut refusing) = (0u64, 0u64);
+                for stripe in &gate.stripes {
+                    let word = stripe.load(Ordering::SeqCst);
+                    in_stripes += word / ACCEPTED;
+                    if sealed {
+                        refusing += (word & IN_FLIGHT_MASK) / IN_FLIGHT;
+                    }
+                }
+                // (A carry may have moved a refusing submit's count to
+                // `carried`: subtract from the total, not per stripe.)
+                let total =
+                    (in_stripes + gate.carried.load(Ordering::SeqCst)).saturating_sub(refusing);
                 if gate.carry_seq.load(Ordering::SeqCst) == seq {
                     return total;
                 }

@@ -88,7 +88,10 @@
 //! to give it one: [`Builder::general_worker_nice`] (Linux) lowers the
 //! general workers' priority so it preempts them at once (measured on 2
 //! cores with 10 ms routine jobs: urgent start p99 2.4–3.3 ms without,
-//! 25–76 µs with an increment of 19 in four runs of five).
+//! 25–76 µs with an increment of 19 in four runs of five). On Linux 6.12 or
+//! later a reserved worker that asks the kernel for a short time slice from
+//! [`Builder::on_worker_start`] does as well without touching the general
+//! workers (see [`Builder::reserved_urgent_workers`]).
 //!
 //! **Starvation bound.** Under a sustained stream of higher-lane work, lower
 //! lanes still progress: a general worker that has taken

@@ -433,9 +433,11 @@ fn pool_of<J: Job>(capacity: usize) -> Pool<J> {
 }
 
 /// `stop_timeout` whose deadline has passed, racing the end of a running
-/// job and a worker about to take a queued one: each job is exactly one of
+/// job and a worker about to take a queued one (the stop waits out a worker
+/// that holds a job it has not committed to): each job is exactly one of
 /// succeeded, abandoned (still running at the deadline) or unrun — never
-/// two, never none — and the ledger balances. The worker runs with the
+/// two, never none — the ledger balances, and once a second stop has
+/// joined the abandoned worker every abandoned job has run exactly once. The worker runs with the
 /// starvation bound (not strict priority, as the other models), so its
 /// aging path runs here too.
 ///
@@ -443,7 +445,11 @@ fn pool_of<J: Job>(capacity: usize) -> Pool<J> {
 /// plain store of `IDLE` that never reports the job abandoned
 /// (src/worker.rs, "Abandoning a job") — loom found the job counted both
 /// as succeeded and abandoned: the ledger assertion
-/// `accepted == finished` below failed.
+/// `accepted == finished` below failed. Second injection: the stop's wait
+/// for a worker in the `STARTING` state removed, so it may abandon a job
+/// the worker has not committed to (src/pool.rs, `abandon_running`) — the
+/// same assertion failed (the worker's later store of its running state
+/// overwrote `ABANDONED`, and the job was counted both ways).
 #[test]
 fn abandon_races_job_end() {
     model(|| {
@@ -480,7 +486,25 @@ fn abandon_races_job_end() {
         }
         assert_eq!(stats.accepted(), stats.finished());
         assert_eq!(stats.abandoned(), report.abandoned.len() as u64);
-        // An abandoned job still ends (once) on its own thread.
-        drop(pool);
+        // An abandoned job still ends (once) on its own thread: after a
+        // second stop joined it, it ran exactly once, and in all exactly
+        // the succeeded and abandoned jobs ran.
+        let again = pool
+            .stop()
+            .expect("a later stop joins the abandoned worker");
+        assert_eq!(again.succeeded + again.unrun.len() as u64, 0, "{again:?}");
+        for abandoned in &report.abandoned {
+            let id = if abandoned.lane == Priority::Urgent {
+                0
+            } else {
+                1
+            };
+            assert_eq!(runs.get(id), 1, "abandoned job {id}: {report:?}");
+        }
+        assert_eq!(
+            runs.get(0) + runs.get(1),
+            report.succeeded as usize + report.abandoned.len(),
+            "{report:?}"
+        );
     });
 }

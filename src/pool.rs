@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_utils::CachePadded;
 
-use crate::sync::thread::JoinHandle;
+use crate::sync::thread::{self, JoinHandle};
 use crate::sync::{AtomicBool, Condvar, Mutex, Ordering};
 
 use crate::builder::Builder;
@@ -17,7 +17,7 @@ use crate::error::{StopError, SubmitError, SubmitTimeoutError, TrySubmitError};
 use crate::job::{Cancel, Job, Priority};
 use crate::lanes::{Envelope, Lanes, Refused, Wait};
 use crate::report::{Abandoned, Failed, Panicked, StopReport, Unrun};
-use crate::stats::{self, Counters, Stats, WorkerSlot, ABANDONED, IDLE};
+use crate::stats::{self, Counters, Stats, WorkerSlot, ABANDONED, IDLE, STARTING};
 use crate::unwind;
 use crate::worker;
 
@@ -991,6 +991,15 @@ impl<J: Job> Pool<J> {
         for (worker, slot) in shared.slots.iter().enumerate() {
             let mut state = slot.state.load(Ordering::SeqCst);
             while state != IDLE && state != ABANDONED {
+                if state & STARTING != 0 {
+                    // The worker holds a job it has not committed to yet
+                    // and is about to see `discard` (or has just missed
+                    // it): a few instructions until it hands the job back
+                    // or starts it (worker.rs, "Abandoning a job").
+                    thread::yield_now();
+                    state = slot.state.load(Ordering::SeqCst);
+                    continue;
+                }
                 match slot.state.compare_exchange(
                     state,
                     ABANDONED,

@@ -94,7 +94,10 @@ pub struct Unrun<J> {
 /// A job still running when a [`stop_timeout`](crate::Pool::stop_timeout)
 /// deadline passed. The job cannot be taken from its thread, so it is
 /// reported here and counted apart; its worker thread is left to finish it
-/// and logs the job's eventual outcome at `warn` level.
+/// and logs the job's eventual outcome at `warn` level (a panic at
+/// `error`). Only a job whose worker had committed to run it is abandoned:
+/// one a worker had dequeued but not started when the deadline passed is
+/// handed back in [`StopReport::unrun`](crate::StopReport::unrun).
 ///
 /// # Examples
 ///

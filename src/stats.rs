@@ -17,6 +17,11 @@ pub(crate) const IDLE: u64 = 0;
 /// `WorkerSlot::state` value of a worker whose job a `stop_timeout` deadline
 /// gave up on.
 pub(crate) const ABANDONED: u64 = u64::MAX;
+/// Flag on `WorkerSlot::state` while a worker holds a job it has dequeued
+/// but not yet committed to run: it is about to look at `discard` and
+/// either hand the job back or start it. A stop never abandons a job in
+/// this state (see `worker.rs`, "Abandoning a job").
+pub(crate) const STARTING: u64 = 1 << 63;
 
 /// What one worker publishes about itself.
 #[derive(Debug, Default)]
@@ -28,8 +33,10 @@ pub(crate) struct WorkerSlot {
     /// Jobs this worker ran that panicked.
     pub(crate) panicked: AtomicU64,
     /// `IDLE`, `ABANDONED`, or 1 + the job's start time in nanoseconds since
-    /// the pool's epoch. Written by the worker; swapped to `ABANDONED` by a
-    /// stop whose deadline passed (see `pool.rs`, "Abandoning a job").
+    /// the pool's epoch (below `STARTING`), with the `STARTING` flag until
+    /// the worker commits to run it. Written by the worker; swapped to
+    /// `ABANDONED` by a stop whose deadline passed (see `worker.rs`,
+    /// "Abandoning a job").
     pub(crate) state: AtomicU64,
     /// `Priority::index` of the running job's lane.
     pub(crate) lane: AtomicU8,
@@ -140,7 +147,10 @@ impl Stats {
         /// as accepted as soon as it passes the intake check, while it may
         /// still wait for room in a full lane; if it ends up refused, the
         /// count is taken back. So under backpressure this includes jobs of
-        /// producers blocked in `submit`.
+        /// producers blocked in `submit`, and while a stop is closing
+        /// intake, for a moment, a submit it is about to refuse. Once the
+        /// stop has waited out the submits that entered before the close,
+        /// a refused submit never shows here.
         accepted: u64 = 4;
         /// Jobs whose `run` returned `Ok`.
         succeeded: u64 = 3;
@@ -323,7 +333,7 @@ pub(crate) fn snapshot<J>(
 ) -> Stats {
     // `now` is read before the lane lengths, so a lane seen empty was
     // empty at or after `now`: the oldest-wait bound stays an upper bound.
-    let now = lanes.timing().then(|| lanes.now());
+    let now = lanes.timing().then(|| lanes.stamp());
     let queued = lanes.lens();
     let capacity = lanes.capacity();
     let seen_empty_at = lanes.seen_empty_at();

@@ -10,7 +10,7 @@ use crate::job::{Context, Job, Priority};
 use crate::lanes::{Picker, Role};
 use crate::pool::Shared;
 use crate::report::{Failed, Panicked};
-use crate::stats::{WorkerSlot, ABANDONED, IDLE};
+use crate::stats::{WorkerSlot, IDLE, STARTING};
 use crate::sync::thread::{self, JoinHandle};
 use crate::sync::{thread_local_cell, Ordering};
 use crate::unwind;
@@ -185,24 +185,28 @@ fn work<J: Job>(shared: &Shared<J>, index: usize, picker: &mut Picker, role: Rol
         };
         ran = true;
         let start = shared.lanes.stamp();
-        let running = start.saturating_add(1).min(ABANDONED - 1);
+        let running = start.saturating_add(1).min(STARTING - 1);
         slot.lane.store(lane.index() as u8, Ordering::Relaxed);
         slot.taken_accepted_at[lane.index()].store(envelope.accepted_at, Ordering::Relaxed);
-        // Abandoning a job: this store and the `discard` load below pair with
-        // the stopper's `discard` store and its swap of `state` to ABANDONED
-        // (both SeqCst). Either this worker sees `discard` and hands the job
-        // back unrun, or the stopper sees the job running and abandons it;
-        // the compare-exchange decides if both happen at once.
-        slot.state.store(running, Ordering::SeqCst);
-        if shared.discard.load(Ordering::SeqCst)
-            && slot
-                .state
-                .compare_exchange(running, IDLE, Ordering::SeqCst, Ordering::SeqCst)
-                .is_ok()
-        {
+        // Abandoning a job. The store of `running | STARTING` and the
+        // `discard` load pair with the stopper's `discard` store and its
+        // load of `state` (all SeqCst): either this worker sees `discard`
+        // and hands the job back unrun, or the stopper sees the job (or
+        // both). The stopper never touches a `STARTING` state: it waits the
+        // few instructions until this worker has either handed the job back
+        // (`IDLE`) or committed to run it (`running`), and only then may
+        // swap `running` to `ABANDONED`. So a job this worker found
+        // `discard` up for is always handed back, never reported abandoned
+        // and run after the stop returned; and since only this thread
+        // writes a `STARTING` state, the two stores after it need no
+        // read-modify-write.
+        slot.state.store(running | STARTING, Ordering::SeqCst);
+        if shared.discard.load(Ordering::SeqCst) {
+            slot.state.store(IDLE, Ordering::Release);
             shared.rescue(lane, envelope);
             break;
         }
+        slot.state.store(running, Ordering::Release);
         let queue_wait = Duration::from_nanos(start.saturating_sub(envelope.accepted_at));
         ctx.set_job(lane, queue_wait);
         let mut job = envelope.job;

@@ -274,3 +274,52 @@ fn busy_drops_to_zero_once_an_abandoned_job_ends() {
         assert_eq!(stats.busy(), 0, "no thread is running a job: {stats:?}");
     });
 }
+
+/// Once a stop has returned, submits keep being refused without ever
+/// showing in `accepted`: snapshots taken while two threads hammer a
+/// stopped pool with submits all balance exactly. (Before the fix a
+/// refused submit counted itself accepted for the instant between entering
+/// the intake gate and backing out, and a snapshot could catch it there.)
+#[test]
+fn refused_submits_on_a_stopped_pool_never_show_as_accepted() {
+    guarded(|| {
+        let ledger = Ledger::new(1);
+        let pool = pool(2);
+        pool.submit(Probe::new(0, &ledger)).expect("submit");
+        let report = pool.stop().expect("stop");
+        assert_eq!(report.succeeded, 1);
+        let submitter = pool.submitter();
+        let stop_hammering = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let hammers: Vec<_> = (0..2)
+            .map(|_| {
+                let submitter = submitter.clone();
+                let ledger = Arc::clone(&ledger);
+                let stop_hammering = Arc::clone(&stop_hammering);
+                std::thread::spawn(move || {
+                    let mut refused = 0u64;
+                    while !stop_hammering.load(std::sync::atomic::Ordering::Relaxed) {
+                        let error = submitter
+                            .try_submit(Probe::new(0, &ledger))
+                            .expect_err("a stopped pool refuses");
+                        assert!(error.is_stopped());
+                        refused += 1;
+                    }
+                    refused
+                })
+            })
+            .collect();
+        // Read until both hammers are seen refusing, and a good while after.
+        let mut snapshots = 0u64;
+        while snapshots < 200_000 || pool.stats().refused() < 1_000 {
+            let stats = pool.stats();
+            assert_eq!(stats.accepted(), 1, "{stats:?}");
+            assert_eq!(stats.pending(), 0, "{stats:?}");
+            snapshots += 1;
+        }
+        stop_hammering.store(true, std::sync::atomic::Ordering::Relaxed);
+        let refused: u64 = hammers.into_iter().map(|h| h.join().expect("hammer")).sum();
+        let stats = pool.stats();
+        assert_eq!(stats.refused(), refused);
+        assert_eq!(counters(&stats), (1, 1, 0, 0, 0, 0, refused));
+    });
+}
