@@ -209,9 +209,9 @@ impl<J: Job> Builder<J> {
     /// are the indices `workers..workers + reserved`. `benches/triage.rs`
     /// (its `slice` module) does it with `libc` and reads the setting back,
     /// since older kernels accept it and ignore it. Measured there with a
-    /// 100 µs slice: p99 33 and 44 µs in two runs of three, as good as a
-    /// nice value of 19 in the same runs (35 and 34 µs); in the third run
-    /// the host was busy with other load and every variant was above 2 ms.
+    /// 100 µs slice: p99 33–44 µs in three runs of four, as good as a nice
+    /// value of 19 in the same runs (31–35 µs); in the fourth, run while
+    /// the host was busy with other load, every variant was above 2 ms.
     ///
     /// # Examples
     ///
