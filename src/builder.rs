@@ -619,7 +619,10 @@ impl<J: Job> Builder<J> {
     /// The hook runs after the last job's outcome was recorded: while it
     /// runs, [`Stats::busy`](crate::Stats::busy) does not count the worker
     /// and [`wait_idle`](crate::Submitter::wait_idle) may already have
-    /// returned. A stop, which joins the workers, returns only after every
+    /// returned — it never waits for the hook, so the hook may itself wait
+    /// for something the caller does after `wait_idle` returns (drain a
+    /// channel the hook sends its batch to, say). A stop, which joins the
+    /// workers, returns only after every
     /// joined worker's hooks have run. Jobs queued while the hook runs wait
     /// for it (other workers may take them). The hook does not run on the
     /// job path: a worker that always finds work never calls it.

@@ -168,11 +168,12 @@ struct Gate {
 // ping-pong through the scheduler once per job, so a worker that frees a
 // slot wakes the group only once the lane is down to `low_water` (half its
 // capacity): the producer then refills half a lane in one go. That check is
-// a relaxed load on the worker's hot path (no fence); the guarantee against
-// a lost wake-up comes from the worker's idle path, which runs after a
-// SeqCst fence and wakes every group with a registered producer before the
-// worker sleeps. So a blocked producer is woken at the latest when its lane
-// has drained to `low_water`, or when the workers run out of work.
+// a SeqCst load on the worker's hot path, ordered after the dequeue's SeqCst
+// compare-and-swap (see `freed_slot`), and backed by the worker's idle
+// path, which runs after a SeqCst fence and wakes every group with a
+// registered producer before the worker sleeps. So a blocked producer is
+// woken at the latest when its lane has drained to `low_water`, or when the
+// workers run out of work.
 // A deadline is honoured by one last `try_push` when it passes: a timed
 // submit is refused only if its lane is full at its deadline.
 
@@ -738,6 +739,11 @@ impl<J> Lanes<J> {
                 break;
             }
         }
+        // Out of work: wake `wait_idle` callers now, with the fence the
+        // relaxed check after the last job lacked, rather than only once
+        // the idle hook below has returned (a hook may take long, or wait
+        // for something the caller of `wait_idle` does next).
+        self.wake_idle_waiters_fenced();
         if let Some(on_idle) = on_idle {
             on_idle();
         }

@@ -294,6 +294,49 @@ fn wait_idle_races_a_full_refusal() {
     });
 }
 
+/// `wait_idle` racing the end of the last job on a pool with an
+/// `on_worker_idle` hook that only returns once `wait_idle` has: the
+/// worker's wake-up of the waiter after recording the job must not depend
+/// on the hook returning first.
+///
+/// Injected bug: the fenced wake-up before the idle hook (`Lanes::take`)
+/// removed, as it was until 2026-11-26 — loom reported a deadlock: the
+/// worker's relaxed check after recording the job missed the waiter (its
+/// registration not yet visible), the hook then waited for the waiter, and
+/// the waiter slept on. Found by a review; the model takes well under a
+/// second at the CI bound.
+#[test]
+fn wait_idle_races_an_idle_hook_that_waits_for_it() {
+    model(|| {
+        let runs = Arc::new(Runs::default());
+        let released = Arc::new((Mutex::new(false), Condvar::new()));
+        let hook_released = Arc::clone(&released);
+        let pool: Pool<Probe> = Pool::builder()
+            .workers(1)
+            .capacity(Priority::Normal, 1)
+            .strict_priority()
+            .on_worker_idle(move |_| {
+                let (lock, cv) = &*hook_released;
+                let mut open = lock.lock().unwrap();
+                while !*open {
+                    open = cv.wait(open).unwrap();
+                }
+            })
+            .build()
+            .expect("pool");
+        pool.submit(Probe::new(0, Priority::Normal, &runs))
+            .expect("submit");
+        pool.wait_idle().expect("not on a worker");
+        assert_eq!(runs.get(0), 1);
+        {
+            let (lock, cv) = &*released;
+            *lock.lock().unwrap() = true;
+            cv.notify_all();
+        }
+        assert_eq!(pool.stop().expect("stop").succeeded, 1);
+    });
+}
+
 /// `stop_now` racing a running worker and both lanes: queued jobs come back
 /// unrun in lane order, the rest ran once, counters balance.
 ///

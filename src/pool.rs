@@ -783,7 +783,8 @@ impl<J: Job> Pool<J> {
     /// Stops at once: closes intake, raises the cancel flag
     /// ([`Context::is_cancelled`](crate::Context::is_cancelled)), hands every
     /// queued job back unrun in [`StopReport::unrun`] (lane order, then
-    /// queue order), and waits for the running jobs to return.
+    /// queue order, with the exception stated there), and waits for the
+    /// running jobs to return.
     ///
     /// A job a worker had already dequeued when the flag went up, but not
     /// yet started, is handed back unrun too. Jobs running at that moment

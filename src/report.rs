@@ -185,7 +185,13 @@ pub struct StopReport<J: Job> {
     /// taken with [`take_panicked`](crate::Submitter::take_panicked)).
     pub panicked: Vec<Panicked<J>>,
     /// Jobs accepted but never run, in lane order then queue order (see
-    /// above).
+    /// above). One exception to queue order: a job a worker had already
+    /// taken from its lane when the stop came, and handed back instead of
+    /// starting (at most one per worker), comes first in its lane, and
+    /// several such jobs are ordered by when they were accepted — with
+    /// [`timing(false)`](crate::Builder::timing) in no set order, and a job
+    /// whose producer blocked on a full lane counts as accepted when its
+    /// submit began.
     pub unrun: Vec<Unrun<J>>,
     /// Jobs still running at a `stop_timeout` deadline.
     pub abandoned: Vec<Abandoned>,

@@ -25,6 +25,13 @@ pub(crate) fn catch<R>(f: impl FnOnce() -> R) -> Result<R, String> {
     })
 }
 
+/// Runs `f` — a log event on a worker's job path — with a panic in it
+/// (a `tracing` subscriber that panics) contained and dropped, so that it
+/// cannot take the job being filed, or the worker, with it.
+pub(crate) fn contain(f: impl FnOnce()) {
+    drop(catch(f));
+}
+
 /// Drops `value`, containing a panic from its `Drop`. Returns the panic
 /// message if there was one.
 pub(crate) fn drop_contained<T>(value: T) -> Option<String> {

@@ -49,7 +49,9 @@ impl std::fmt::Debug for Hooks {
 fn call_hook(pool: u64, worker: usize, which: &'static str, hook: Option<&Hook>) {
     if let Some(hook) = hook {
         if let Err(message) = unwind::catch(|| hook(worker)) {
-            tracing::error!(pool, worker, hook = which, %message, "worker hook panicked");
+            unwind::contain(|| {
+                tracing::error!(pool, worker, hook = which, %message, "worker hook panicked");
+            });
         }
     }
 }
@@ -250,7 +252,9 @@ fn finish<J: Job>(
     match outcome {
         Ok(Ok(())) => {
             if let Some(message) = unwind::drop_contained(job) {
-                tracing::error!(pool, worker, %lane, %message, "dropping a finished job panicked");
+                unwind::contain(|| {
+                    tracing::error!(pool, worker, %lane, %message, "dropping a finished job panicked");
+                });
             }
             Finished::Succeeded
         }
@@ -279,7 +283,9 @@ fn record<J: Job>(
             WorkerSlot::bump(&slot.failed);
         }
         Finished::Panicked(job, message) => {
-            tracing::error!(pool = shared.id, worker, %lane, %message, "job panicked");
+            unwind::contain(|| {
+                tracing::error!(pool = shared.id, worker, %lane, %message, "job panicked");
+            });
             shared.panicked.lock().push(Panicked {
                 job,
                 message,
@@ -304,16 +310,20 @@ fn late_outcome<J: Job>(pool: u64, worker: usize, lane: Priority, finished: Fini
         }
         // A job panic is logged at `error` wherever it happens.
         Finished::Panicked(job, message) => {
-            tracing::error!(
-                pool,
-                worker,
-                %lane,
-                %message,
-                "abandoned job panicked after its stop deadline"
-            );
             let _ = unwind::drop_contained(job);
+            unwind::contain(|| {
+                tracing::error!(
+                    pool,
+                    worker,
+                    %lane,
+                    %message,
+                    "abandoned job panicked after its stop deadline"
+                );
+            });
             return;
         }
     };
-    tracing::warn!(pool, worker, %lane, outcome, "abandoned job finished after its stop deadline");
+    unwind::contain(|| {
+        tracing::warn!(pool, worker, %lane, outcome, "abandoned job finished after its stop deadline");
+    });
 }
