@@ -333,6 +333,14 @@ fn print_summary(config: &ImportConfig, s: &Summary) {
         thousands(rows.urgent_writes),
         thousands(rows.failed_flushes),
     );
+    if rows.split_batches > 0 {
+        println!(
+            "  refused transactions: {} written again record by record; {} records refused (in {resume}, reasons in {})",
+            thousands(rows.split_batches),
+            thousands(rows.refused),
+            config.failures.display(),
+        );
+    }
     let visits = s.after.visits.saturating_sub(s.before.visits);
     let alerts = s.after.alerts.saturating_sub(s.before.alerts);
     println!(

@@ -11,7 +11,7 @@
 //! |---|---|---|
 //! | committed | valid, and its transaction committed | the database (`visits`, and `alerts` for an adverse event) |
 //! | rejected | malformed row, or its record id already in the database | the rejects file, with the reason |
-//! | failed | its transaction failed (for example still `SQLITE_BUSY` after the retries), or it panicked | the resume file, and the failure file with the reason |
+//! | failed | the database refused it (a constraint, a trigger), its transaction failed as a whole (for example still `SQLITE_BUSY` after the retries), or it panicked | the resume file, and the failure file with the reason |
 //! | unrun | accepted by the pool, handed back by a stop | the resume file |
 //! | not submitted | read after a stop was requested, or never read | the resume file |
 //!
@@ -490,6 +490,7 @@ pub(crate) fn run(
         batches = summary.rows.batches,
         urgent_writes = summary.rows.urgent_writes,
         failed_flushes = summary.rows.failed_flushes,
+        refused = summary.rows.refused,
         "import finished"
     );
     Ok(summary)
@@ -730,8 +731,9 @@ fn sort_leftovers(
     if failed_writes > 0 {
         tracing::warn!(
             records = failed_writes,
-            transactions = summary.rows.failed_flushes,
-            "records whose transaction failed are in the resume file (reasons in the failure file)"
+            failed_transactions = summary.rows.failed_flushes,
+            refused_records = summary.rows.refused,
+            "records the database did not take are in the resume file (reasons in the failure file)"
         );
     }
     for panicked in report.panicked {

@@ -34,13 +34,21 @@
 //! import checks `staged == committed + duplicates + failed` and that the
 //! database gained exactly `committed` rows.
 //!
-//! A flush that fails is never silent: the transaction rolls back, and every
-//! record of the batch becomes an [`Unwritten`] with the reason (the SQLite
-//! error, the attempts made and the batch size), which the import writes to
-//! the failure file and to the resume file, to be imported again. A record
-//! id that is already in the database does not fail its batch: the insert
-//! skips it (`ON CONFLICT DO NOTHING`), the rest of the batch commits, and
-//! that record alone is reported as a duplicate, like any rejected row.
+//! A flush that fails is never silent, and one bad record does not fail its
+//! batch. When the database refuses a transaction for a reason other than a
+//! busy lock (a constraint, a trigger, a value it will not store), the flush
+//! writes the batch again, still in one transaction but with a savepoint
+//! around each record: a record the database refuses is rolled back to its
+//! savepoint alone and becomes an [`Unwritten`] with its own error, and the
+//! others commit. Only when the transaction fails as a whole (the lock still
+//! busy after the retries, a full disk, an I/O error, an error on which
+//! SQLite rolls back the whole transaction) does every record of the batch
+//! become an `Unwritten`, with the reason (the SQLite error, the attempts
+//! made and the batch size). The import writes them to the failure file and
+//! to the resume file, to be imported again. A record id that is already in
+//! the database is not an error at all: the insert skips it (`ON CONFLICT DO
+//! NOTHING`), the rest of the batch commits, and that record alone is
+//! reported as a duplicate, like any rejected row.
 //!
 //! The price is a window of loss of one batch per worker: if the *process*
 //! dies (killed, power cut) between a job's `Ok` and its batch's commit, the
@@ -269,7 +277,8 @@ pub(crate) struct Rows {
     /// Staged records refused because their record id was already in the
     /// database.
     pub(crate) duplicates: u64,
-    /// Staged records whose transaction failed.
+    /// Staged records not written: their transaction failed, or the
+    /// database refused them (`refused`).
     pub(crate) failed: u64,
     /// Batch transactions committed.
     pub(crate) batches: u64,
@@ -277,8 +286,14 @@ pub(crate) struct Rows {
     pub(crate) batched: u64,
     /// Adverse events' own transactions committed.
     pub(crate) urgent_writes: u64,
-    /// Transactions (batches or adverse events) that failed.
+    /// Transactions (batches or adverse events) that failed as a whole.
     pub(crate) failed_flushes: u64,
+    /// Batches written again record by record because the database refused
+    /// their transaction.
+    pub(crate) split_batches: u64,
+    /// Staged records the database refused on their own, in a batch
+    /// written record by record (they count in `failed` too).
+    pub(crate) refused: u64,
 }
 
 impl Rows {
@@ -301,7 +316,7 @@ pub(crate) struct Writer {
     /// Records per batch.
     batch_rows: usize,
     /// Counters of [`Rows`], in its field order.
-    counters: [AtomicU64; 9],
+    counters: [AtomicU64; 11],
     /// Records that did not make it, for the rejects, failure and resume
     /// files.
     unwritten: Mutex<Vec<Unwritten>>,
@@ -317,6 +332,8 @@ const BATCHES: usize = 5;
 const BATCHED: usize = 6;
 const URGENT_WRITES: usize = 7;
 const FAILED_FLUSHES: usize = 8;
+const SPLIT_BATCHES: usize = 9;
+const REFUSED: usize = 10;
 
 impl Writer {
     /// A writer to the database `db` in batches of `batch_rows` records (at
@@ -349,6 +366,8 @@ impl Writer {
             batched: get(BATCHED),
             urgent_writes: get(URGENT_WRITES),
             failed_flushes: get(FAILED_FLUSHES),
+            split_batches: get(SPLIT_BATCHES),
+            refused: get(REFUSED),
         }
     }
 
@@ -522,6 +541,10 @@ impl WorkerStore {
 /// otherwise `rows` is empty and each of them is in `writer`'s ledger:
 /// committed, a duplicate, or failed.
 ///
+/// If the transaction fails for another reason than a busy lock, the rows
+/// are written again with a savepoint around each (see [`insert`]), so that
+/// only the records the database refuses fail, each with its own error.
+///
 /// The rows stay in the worker's vector until then (they are not moved out
 /// of it), so whatever happens, a staged record is in its worker's store or
 /// in the ledger.
@@ -536,34 +559,54 @@ fn write(
         return true;
     }
     let mut attempt = 1;
+    let mut mode = Mode::Batch;
     loop {
         let result = match &mut *conn {
-            Some(open_conn) => insert(open_conn, rows),
-            none => open(&writer.db).and_then(|opened| insert(none.insert(opened), rows)),
+            Some(open_conn) => insert(open_conn, rows, mode),
+            none => open(&writer.db).and_then(|opened| insert(none.insert(opened), rows, mode)),
         };
         let error = match result {
             Ok(inserted) => {
-                writer.committed(rows, &inserted, urgent);
+                if mode == Mode::RecordByRecord {
+                    tracing::warn!(
+                        records = rows.len(),
+                        refused = inserted.refused(),
+                        "the database refused a transaction; its records were written one by one, and those it refused go to the resume file"
+                    );
+                }
+                writer.committed(rows, inserted, urgent, mode);
                 return true;
             }
             Err(error) => error,
         };
-        if is_busy(&error) && attempt < writer.retry.attempts {
-            let backoff = writer.retry.backoff(attempt);
-            tracing::debug!(
-                records = rows.len(),
-                attempt,
-                ?backoff,
-                "database busy; retrying"
-            );
-            if wait(backoff) {
+        if is_busy(&error) {
+            if attempt < writer.retry.attempts {
+                let backoff = writer.retry.backoff(attempt);
                 tracing::debug!(
                     records = rows.len(),
-                    "stop requested; the records stay staged for the worker's hooks"
+                    attempt,
+                    ?backoff,
+                    "database busy; retrying"
                 );
-                return false;
+                if wait(backoff) {
+                    tracing::debug!(
+                        records = rows.len(),
+                        "stop requested; the records stay staged for the worker's hooks"
+                    );
+                    return false;
+                }
+                attempt += 1;
+                continue;
             }
-            attempt += 1;
+        } else if mode == Mode::Batch && rows.len() > 1 {
+            // Most likely one record the database will not take: find it
+            // (or them) instead of failing the others with it.
+            tracing::debug!(
+                records = rows.len(),
+                %error,
+                "transaction refused; writing its records one by one"
+            );
+            mode = Mode::RecordByRecord;
             continue;
         }
         let reason = format!(
@@ -593,6 +636,37 @@ impl Drop for WorkerStore {
     }
 }
 
+/// How [`insert`] writes its rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// All or nothing: the first error rolls the transaction back.
+    Batch,
+    /// A savepoint around each record: a record the database refuses is
+    /// rolled back alone and reported, and the others commit.
+    RecordByRecord,
+}
+
+/// A row of a committed transaction that was not inserted.
+#[derive(Debug)]
+enum Skipped {
+    /// Its record id was already in the database.
+    Duplicate,
+    /// The database refused it (with this error); written record by record.
+    Refused(rusqlite::Error),
+}
+
+/// What writing one record did.
+#[derive(Debug, Clone, Copy)]
+enum RowWritten {
+    /// Nothing: its record id was already there.
+    Duplicate,
+    /// The visit, and its alert if `alert`.
+    Visit {
+        /// An alert was written too.
+        alert: bool,
+    },
+}
+
 /// What one transaction inserted.
 #[derive(Debug, Default)]
 struct Inserted {
@@ -600,13 +674,24 @@ struct Inserted {
     visits: u64,
     /// Alerts.
     alerts: u64,
-    /// Indices (ascending) of the rows whose record id was already there.
-    duplicates: Vec<usize>,
+    /// The rows not inserted, by index (ascending), and why.
+    skipped: Vec<(usize, Skipped)>,
+}
+
+impl Inserted {
+    /// Rows the database refused.
+    fn refused(&self) -> usize {
+        self.skipped
+            .iter()
+            .filter(|(_, skipped)| matches!(skipped, Skipped::Refused(_)))
+            .count()
+    }
 }
 
 impl Writer {
-    /// Books a committed transaction of `rows` and empties `rows`.
-    fn committed(&self, rows: &mut Vec<Staged>, inserted: &Inserted, urgent: bool) {
+    /// Books a committed transaction of `rows`, written in `mode`, and
+    /// empties `rows`.
+    fn committed(&self, rows: &mut Vec<Staged>, inserted: Inserted, urgent: bool, mode: Mode) {
         self.bump(COMMITTED, inserted.visits);
         self.bump(ALERTS, inserted.alerts);
         if urgent {
@@ -615,22 +700,41 @@ impl Writer {
             self.bump(BATCHES, 1);
             self.bump(BATCHED, inserted.visits);
         }
-        if !inserted.duplicates.is_empty() {
-            self.bump(DUPLICATES, inserted.duplicates.len() as u64);
+        if mode == Mode::RecordByRecord {
+            self.bump(SPLIT_BATCHES, 1);
+        }
+        if !inserted.skipped.is_empty() {
+            let batch = rows.len();
             let mut unwritten = self
                 .unwritten
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
-            for &index in inserted.duplicates.iter().rev() {
+            // Highest index first, so `swap_remove` only ever moves a row
+            // that was inserted.
+            for (index, skipped) in inserted.skipped.into_iter().rev() {
                 let row = rows.swap_remove(index);
-                let reason = Invalid::Duplicate {
-                    record_id: row.visit.record_id,
+                let (reason, duplicate) = match skipped {
+                    Skipped::Duplicate => {
+                        self.bump(DUPLICATES, 1);
+                        let reason = Invalid::Duplicate {
+                            record_id: row.visit.record_id,
+                        };
+                        (reason.to_string(), true)
+                    }
+                    Skipped::Refused(error) => {
+                        self.bump(FAILED, 1);
+                        self.bump(REFUSED, 1);
+                        let reason = format!(
+                            "database refused the record: {error} (its transaction of {batch} record(s) was written again record by record; the others were not affected)"
+                        );
+                        (reason, false)
+                    }
                 };
                 unwritten.push(Unwritten {
                     line: row.line,
                     record: row.record,
-                    reason: reason.to_string(),
-                    duplicate: true,
+                    reason,
+                    duplicate,
                 });
             }
         }
@@ -640,18 +744,26 @@ impl Writer {
 
 /// Writes `rows` — each visit, and its alert if it reports an adverse
 /// event — in one `BEGIN IMMEDIATE` transaction. A record id already in
-/// the database is skipped and reported in [`Inserted::duplicates`].
+/// the database is skipped and reported in [`Inserted::skipped`].
+///
+/// In [`Mode::RecordByRecord`], each record is written inside a savepoint:
+/// if the database refuses it (a constraint, a trigger, a bad value), the
+/// savepoint is rolled back, the record is reported as refused with its
+/// error, and the others go on. An error that is not the record's own (a
+/// busy lock, or one on which SQLite rolled back the whole transaction: a
+/// full disk, an I/O error) still fails the whole transaction.
 ///
 /// # Errors
 ///
-/// Any SQLite error; the transaction is rolled back and nothing is written.
-fn insert(conn: &mut Connection, rows: &[Staged]) -> rusqlite::Result<Inserted> {
+/// Any SQLite error that fails the transaction; it is rolled back and
+/// nothing is written.
+fn insert(conn: &mut Connection, rows: &[Staged], mode: Mode) -> rusqlite::Result<Inserted> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut inserted = Inserted::default();
     {
         let mut insert_visit = tx.prepare_cached(INSERT_VISIT)?;
         let mut insert_alert = tx.prepare_cached(INSERT_ALERT)?;
-        for (index, row) in rows.iter().enumerate() {
+        let mut insert_row = |row: &Staged| -> rusqlite::Result<RowWritten> {
             let visit = &row.visit;
             let changed = insert_visit.execute(params![
                 visit.record_id,
@@ -671,22 +783,48 @@ fn insert(conn: &mut Connection, rows: &[Staged]) -> rusqlite::Result<Inserted> 
                 row.worker,
             ])?;
             if changed == 0 {
-                inserted.duplicates.push(index);
-                continue;
+                return Ok(RowWritten::Duplicate);
             }
-            inserted.visits += 1;
-            if let Some(event) = &visit.adverse_event {
-                let waited_us = u64::try_from(row.queue_wait.as_micros()).unwrap_or(u64::MAX);
-                insert_alert.execute(params![
-                    visit.record_id,
-                    visit.subject_id,
-                    visit.site_id,
-                    event.term,
-                    event.severity,
-                    row.risk_score,
-                    waited_us,
-                ])?;
-                inserted.alerts += 1;
+            let Some(event) = &visit.adverse_event else {
+                return Ok(RowWritten::Visit { alert: false });
+            };
+            let waited_us = u64::try_from(row.queue_wait.as_micros()).unwrap_or(u64::MAX);
+            insert_alert.execute(params![
+                visit.record_id,
+                visit.subject_id,
+                visit.site_id,
+                event.term,
+                event.severity,
+                row.risk_score,
+                waited_us,
+            ])?;
+            Ok(RowWritten::Visit { alert: true })
+        };
+        for (index, row) in rows.iter().enumerate() {
+            let written = match mode {
+                Mode::Batch => insert_row(row)?,
+                Mode::RecordByRecord => {
+                    tx.execute_batch("SAVEPOINT record")?;
+                    match insert_row(row) {
+                        Ok(written) => {
+                            tx.execute_batch("RELEASE record")?;
+                            written
+                        }
+                        Err(error) if is_busy(&error) || tx.is_autocommit() => return Err(error),
+                        Err(error) => {
+                            tx.execute_batch("ROLLBACK TO record; RELEASE record")?;
+                            inserted.skipped.push((index, Skipped::Refused(error)));
+                            continue;
+                        }
+                    }
+                }
+            };
+            match written {
+                RowWritten::Duplicate => inserted.skipped.push((index, Skipped::Duplicate)),
+                RowWritten::Visit { alert } => {
+                    inserted.visits += 1;
+                    inserted.alerts += u64::from(alert);
+                }
             }
         }
     }
