@@ -262,6 +262,11 @@ fn every_valid_row_is_imported_once_and_every_bad_row_rejected_with_its_reason()
             "routine records went in batches, adverse events alone: {:?}",
             summary.rows
         );
+        assert_eq!(summary.rows.urgent_writes, summary.alerts_written);
+        assert_eq!(
+            summary.rows.batched + summary.rows.urgent_writes,
+            summary.committed
+        );
         assert_eq!(summary.rejected, bad.len() as u64);
         assert_eq!(
             (summary.failed, summary.unrun, summary.not_submitted),
@@ -508,6 +513,17 @@ fn importing_the_same_file_twice_rejects_every_valid_row_as_a_duplicate() {
         let valid = ids(&manifest, |row| row.defect.is_none());
         assert_eq!(second.committed, 0);
         assert_eq!(second.alerts_written, 0);
+        // Transactions that inserted nothing are not counted as writes.
+        assert_eq!(
+            (
+                second.rows.batches,
+                second.rows.batched,
+                second.rows.urgent_writes
+            ),
+            (0, 0, 0),
+            "{:?}",
+            second.rows
+        );
         assert_eq!(second.rows.duplicates, valid.len() as u64);
         assert_eq!(second.rejected, RECORDS as u64);
         assert_eq!(second.to_resume(), 0);

@@ -280,11 +280,13 @@ pub(crate) struct Rows {
     /// Staged records not written: their transaction failed, or the
     /// database refused them (`refused`).
     pub(crate) failed: u64,
-    /// Batch transactions committed.
+    /// Batch transactions committed that inserted at least one visit (a
+    /// batch of duplicates only is not counted).
     pub(crate) batches: u64,
     /// Visits committed by batch transactions.
     pub(crate) batched: u64,
-    /// Adverse events' own transactions committed.
+    /// Adverse events written in a transaction of their own (visit and
+    /// alert; one already in the database is a duplicate, not counted).
     pub(crate) urgent_writes: u64,
     /// Transactions (batches or adverse events) that failed as a whole.
     pub(crate) failed_flushes: u64,
@@ -694,9 +696,11 @@ impl Writer {
     fn committed(&self, rows: &mut Vec<Staged>, inserted: Inserted, urgent: bool, mode: Mode) {
         self.bump(COMMITTED, inserted.visits);
         self.bump(ALERTS, inserted.alerts);
+        // Count what was written, not transactions that committed nothing
+        // (a re-import's duplicates).
         if urgent {
-            self.bump(URGENT_WRITES, 1);
-        } else {
+            self.bump(URGENT_WRITES, inserted.alerts);
+        } else if inserted.visits > 0 {
             self.bump(BATCHES, 1);
             self.bump(BATCHED, inserted.visits);
         }
