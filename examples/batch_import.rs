@@ -81,9 +81,10 @@ struct Args {
     #[arg(long, value_name = "FILE")]
     db: Option<PathBuf>,
 
-    /// Records a worker writes per transaction.
+    /// Records a worker writes per transaction (1 to 100000).
     #[arg(long, value_name = "N", default_value_t = import::BATCH_ROWS,
-          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new()
+              .range(1..=import::MAX_BATCH_ROWS as u64))]
     batch_rows: usize,
 
     /// Import at most this many records.

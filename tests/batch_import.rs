@@ -191,9 +191,13 @@ fn assert_accounted(summary: &Summary) {
     // The hooks wrote every batch before the pool's stop returned.
     let rows = summary.rows;
     assert_eq!(rows.pending(), 0, "records left in a batch: {rows:?}");
-    assert_eq!(rows.staged, summary.pool.succeeded());
+    assert_eq!(
+        rows.staged,
+        summary.pool.succeeded() + summary.panicked_after_staging
+    );
     assert_eq!(rows.committed, summary.committed);
-    assert_eq!(summary.pool.panicked(), 0);
+    // No job panicked, unless a test made it panic after staging.
+    assert_eq!(summary.pool.panicked(), summary.panicked_after_staging);
     // Every adverse event that ran has a queue-wait sample; after a stop,
     // some may have been handed back unrun instead.
     let urgent_ran = summary.urgent_wait.count as u64;
@@ -538,6 +542,71 @@ fn importing_the_same_file_twice_rejects_every_valid_row_as_a_duplicate() {
         }
         assert_eq!(visits(&config.database), valid);
         assert_one_alert_per_valid_adverse_event(&manifest, &config.database);
+    });
+}
+
+#[test]
+fn a_job_that_panics_after_staging_leaves_its_record_in_exactly_one_place() {
+    common::guarded(|| {
+        let Fixture {
+            dir: _dir,
+            manifest,
+            mut config,
+        } = fixture(RECORDS);
+        // One routine record and one adverse event whose jobs panic right
+        // after staging (row `i` is on line `i + 2`, after the header).
+        let pick = |adverse: bool| {
+            (RECORDS / 2..RECORDS)
+                .find(|&i| {
+                    manifest.rows[i].defect.is_none() && manifest.rows[i].adverse_event == adverse
+                })
+                .expect("a valid record")
+        };
+        let targets = [pick(false), pick(true)];
+        config.panic_after_staging = targets.iter().map(|&i| i as u64 + 2).collect();
+
+        let summary = import::run(&config, &StopSignal::new(), &()).expect("import");
+        assert_eq!(summary.pool.panicked(), 2);
+        assert_eq!(summary.panicked_after_staging, 2);
+        assert_accounted(&summary);
+
+        // The writer wrote both records; neither is also in the resume file
+        // (as an empty row or otherwise).
+        let imported = visits(&config.database);
+        for &i in &targets {
+            assert!(
+                imported.contains(&record_id(i)),
+                "{} not imported",
+                record_id(i)
+            );
+        }
+        assert_eq!(imported, ids(&manifest, |row| row.defect.is_none()));
+        assert_one_alert_per_valid_adverse_event(&manifest, &config.database);
+        assert_eq!(summary.to_resume(), 0);
+        assert!(resume(&config.resume).is_empty());
+        assert!(failures(&config.failures).is_empty());
+    });
+}
+
+#[test]
+fn a_batch_size_beyond_the_limit_is_clamped_not_allocated() {
+    common::guarded(|| {
+        let Fixture {
+            dir: _dir,
+            manifest,
+            mut config,
+        } = fixture(RECORDS);
+        // A batch this large cannot be allocated up front; the import
+        // clamps it and grows batches as records come.
+        config.batch_rows = usize::MAX;
+        let summary = import::run(&config, &StopSignal::new(), &()).expect("import");
+        assert_accounted(&summary);
+        assert_eq!(
+            visits(&config.database),
+            ids(&manifest, |row| row.defect.is_none())
+        );
+        assert_eq!(summary.to_resume(), 0);
+        assert!(resume(&config.resume).is_empty());
     });
 }
 

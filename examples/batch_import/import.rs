@@ -11,7 +11,7 @@
 //! |---|---|---|
 //! | committed | valid, and its transaction committed | the database (`visits`, and `alerts` for an adverse event) |
 //! | rejected | malformed row, or its record id already in the database | the rejects file, with the reason |
-//! | failed | the database refused it (a constraint, a trigger), its transaction failed as a whole (for example still `SQLITE_BUSY` after the retries), or it panicked | the resume file, and the failure file with the reason |
+//! | failed | the database refused it (a constraint, a trigger), its transaction failed as a whole (for example still `SQLITE_BUSY` after the retries), or its job panicked before staging it | the resume file, and the failure file with the reason |
 //! | unrun | accepted by the pool, handed back by a stop | the resume file |
 //! | not submitted | read after a stop was requested, or never read | the resume file |
 //!
@@ -61,6 +61,12 @@ const URGENT_CAPACITY: usize = 256;
 /// reader parses, small enough that a stop hands back little.
 const NORMAL_CAPACITY: usize = 1024;
 
+/// The largest [`ImportConfig::batch_rows`]; a larger setting is clamped to
+/// it. A flush holds the database's write lock for its whole batch (about
+/// half a second for this many records), and each worker holds its batch
+/// in memory.
+pub(crate) const MAX_BATCH_ROWS: usize = 100_000;
+
 /// How often the monitor thread reports progress and checks for a stop.
 const TICK: Duration = Duration::from_millis(100);
 
@@ -89,9 +95,13 @@ pub(crate) struct ImportConfig {
     pub(crate) busy_timeout: Duration,
     /// How a transaction is retried after `SQLITE_BUSY`.
     pub(crate) retry: RetryPolicy,
-    /// Records a worker writes per transaction (adverse events are written
-    /// at once, one per transaction).
+    /// Records a worker writes per transaction, 1 to [`MAX_BATCH_ROWS`]
+    /// (adverse events are written at once, one per transaction).
     pub(crate) batch_rows: usize,
+    /// Test only: input lines whose jobs panic right after staging their
+    /// record (a stand-in for a bug between staging and writing).
+    #[cfg(test)]
+    pub(crate) panic_after_staging: Vec<u64>,
 }
 
 impl ImportConfig {
@@ -115,6 +125,8 @@ impl ImportConfig {
                 first_backoff: Duration::from_millis(100),
             },
             batch_rows: BATCH_ROWS,
+            #[cfg(test)]
+            panic_after_staging: Vec::new(),
         }
     }
 }
@@ -205,8 +217,9 @@ pub(crate) struct Summary {
     /// Malformed records, and records already in the database, written to
     /// the rejects file.
     pub(crate) rejected: u64,
-    /// Records whose transaction failed (or that panicked), in the resume
-    /// file and, with the reason, in the failure file.
+    /// Records the database refused, whose transaction failed, or whose
+    /// job panicked before staging them, in the resume file and, with the
+    /// reason, in the failure file.
     pub(crate) failed: u64,
     /// Records the pool handed back unrun at a stop, in the resume file.
     pub(crate) unrun: u64,
@@ -217,6 +230,10 @@ pub(crate) struct Summary {
     pub(crate) adverse_events: u64,
     /// Adverse events committed with their alert.
     pub(crate) alerts_written: u64,
+    /// Jobs that panicked after staging their record (a bug, logged). The
+    /// writer has their records, so they are counted where it put them
+    /// (committed, rejected as duplicates, or failed), not here.
+    pub(crate) panicked_after_staging: u64,
     /// The writer's ledger: records staged, committed, refused as
     /// duplicates or failed, and the transactions that wrote them.
     pub(crate) rows: Rows,
@@ -257,19 +274,21 @@ impl Summary {
 
     /// Whether every record read is accounted for exactly once, and the
     /// pool's ledger and the writer's agree with it: every job that
-    /// returned `Ok` staged a record that was then committed, refused as a
-    /// duplicate, or failed — none is left in a batch.
+    /// returned `Ok` (or panicked after staging) staged a record that was
+    /// then committed, refused as a duplicate, or failed — none is left in
+    /// a batch.
     pub(crate) fn is_balanced(&self) -> bool {
         let pool = &self.pool;
         let rows = &self.rows;
+        let panicked_before_staging = pool.panicked().checked_sub(self.panicked_after_staging);
         self.read == self.committed + self.rejected + self.failed + self.unrun + self.not_submitted
             && pool.accepted() == pool.finished()
-            && pool.succeeded() == rows.staged
+            && pool.succeeded() + self.panicked_after_staging == rows.staged
             && rows.staged == rows.committed + rows.duplicates + rows.failed
             && self.committed == rows.committed
             && self.alerts_written == rows.alerts
             && self.rejected == pool.failed() + rows.duplicates
-            && self.failed == pool.panicked() + rows.failed
+            && panicked_before_staging.map(|panicked| panicked + rows.failed) == Some(self.failed)
             && pool.unrun() == self.unrun
             && pool.abandoned() == 0
     }
@@ -395,7 +414,8 @@ pub(crate) fn run(
         path: config.database.clone(),
         busy_timeout: config.busy_timeout,
     };
-    let writer = Arc::new(Writer::new(db.clone(), config.retry, config.batch_rows));
+    let batch_rows = config.batch_rows.clamp(1, MAX_BATCH_ROWS);
+    let writer = Arc::new(Writer::new(db.clone(), config.retry, batch_rows));
     // Each worker writes its batch when it runs out of work and before it
     // exits, however the pool stops (so before `stop` / `stop_now`
     // returns); `on_worker_stop` is the last resort and closes the
@@ -422,6 +442,8 @@ pub(crate) fn run(
         headers: input.headers.clone(),
         writer: Arc::clone(&writer),
         waits: QueueWaits::new(threads),
+        #[cfg(test)]
+        panic_after_staging: config.panic_after_staging.clone(),
     });
     tracing::info!(
         input = %config.input.display(),
@@ -429,7 +451,7 @@ pub(crate) fn run(
         records = input.records,
         workers = config.workers,
         urgent_workers = config.urgent_workers,
-        batch_rows = config.batch_rows,
+        batch_rows,
         "import started"
     );
     observer.started(input.records);
@@ -449,6 +471,7 @@ pub(crate) fn run(
         not_submitted: fed.refused.len() as u64,
         adverse_events: fed.adverse_events,
         alerts_written: rows.alerts,
+        panicked_after_staging: 0,
         rows,
         stopped_early: fed.stopped_early || stop.is_requested(),
         input_error: fed.input_error,
@@ -737,6 +760,17 @@ fn sort_leftovers(
         );
     }
     for panicked in report.panicked {
+        if panicked.job.is_staged() {
+            // The writer has the record, and its ledger says where it went;
+            // a copy in the resume file would count it twice.
+            summary.panicked_after_staging += 1;
+            tracing::error!(
+                line = panicked.job.line(),
+                message = %panicked.message,
+                "record panicked after it was staged; the writer still writes it"
+            );
+            continue;
+        }
         // A bug, not bad data: keep the record for another try.
         summary.failed += 1;
         tracing::error!(line = panicked.job.line(), message = %panicked.message, "record panicked");

@@ -9,6 +9,13 @@
 //! is reported. A job that fails is a malformed row: the pool hands it back
 //! with its [`Invalid`] reason when it stops, and it goes to the rejects
 //! file.
+//!
+//! A job keeps its record, whole, whatever happens to it: staging hands the
+//! writer a copy. So a job the pool hands back (unrun, failed, panicked)
+//! always has the record to write to a file. A job that panics *after*
+//! staging says so ([`ImportJob::is_staged`]): the writer has its record and
+//! accounts for it (database, duplicate, or failed), so the import must not
+//! count it a second time.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -75,6 +82,9 @@ pub(crate) struct JobShared {
     pub(crate) writer: Arc<Writer>,
     /// Queue waits, for the latency report.
     pub(crate) waits: QueueWaits,
+    /// Test only: input lines whose jobs panic right after staging.
+    #[cfg(test)]
+    pub(crate) panic_after_staging: Vec<u64>,
 }
 
 /// One input record on its way into the database.
@@ -82,10 +92,14 @@ pub(crate) struct JobShared {
 pub(crate) struct ImportJob {
     /// Line of the record in the input file (for the rejects file).
     line: u64,
-    /// The record as read, untouched; moved into the batch once staged.
+    /// The record as read, untouched, for the life of the job (staging
+    /// takes a copy).
     record: csv::ByteRecord,
     /// `Urgent` for an adverse event, else `Normal`.
     lane: Priority,
+    /// The writer has taken a copy of the record: its ledger accounts for
+    /// it from then on, even if the job panics afterwards.
+    staged: bool,
     /// What all jobs of this import share.
     shared: Arc<JobShared>,
 }
@@ -102,6 +116,7 @@ impl ImportJob {
             line,
             record,
             lane,
+            staged: false,
             shared,
         }
     }
@@ -109,6 +124,13 @@ impl ImportJob {
     /// Line of the record in the input file.
     pub(crate) fn line(&self) -> u64 {
         self.line
+    }
+
+    /// Whether the job staged its record with the writer before it ended.
+    /// Only a job that panicked can have staged its record and not returned
+    /// `Ok`; its record is then the writer's to account for.
+    pub(crate) fn is_staged(&self) -> bool {
+        self.staged
     }
 
     /// Gives the record back (for the rejects or resume file).
@@ -120,32 +142,33 @@ impl ImportJob {
 impl Job for ImportJob {
     type Error = Invalid;
 
-    /// Validates and scores the record and stages it. An adverse event is
-    /// written at once, so its alert does not wait for a batch to fill.
-    /// Waits between `SQLITE_BUSY` retries end early on a stop; the record
-    /// then stays staged and the worker's hooks write it before the stop
-    /// returns.
+    /// Validates and scores the record and stages it, then writes what is
+    /// due: an adverse event at once, so its alert does not wait for a batch
+    /// to fill, and the worker's batch if this record filled it. Waits
+    /// between `SQLITE_BUSY` retries end early on a stop; the record then
+    /// stays staged and the worker's hooks write it before the stop returns.
     fn run(&mut self, ctx: &Context) -> Result<(), Invalid> {
         let shared = &*self.shared;
         shared
             .waits
             .record(ctx.worker_index(), ctx.lane(), ctx.queue_wait());
         let visit = Visit::from_record(&shared.headers, &self.record)?;
-        let urgent = visit.adverse_event.is_some();
-        let staged = Staged {
+        shared.writer.stage(Staged {
             line: self.line,
-            record: std::mem::take(&mut self.record),
+            record: self.record.clone(),
             risk_score: visit.risk_score(),
             visit,
             worker: ctx.worker_index(),
             queue_wait: ctx.queue_wait(),
-        };
-        let mut wait = |backoff: Duration| ctx.wait_cancelled(backoff);
-        if urgent {
-            shared.writer.write_now(staged, &mut wait);
-        } else {
-            shared.writer.stage(staged, &mut wait);
+        });
+        self.staged = true;
+        #[cfg(test)]
+        if shared.panic_after_staging.contains(&self.line) {
+            panic!("injected panic after staging line {}", self.line);
         }
+        shared
+            .writer
+            .write_due(&mut |backoff: Duration| ctx.wait_cancelled(backoff));
         Ok(())
     }
 

@@ -10,7 +10,9 @@
 //! transaction when
 //!
 //! - the batch holds [`ImportConfig::batch_rows`](super::ImportConfig)
-//!   records ([`BATCH_ROWS`] by default), from the job that filled it;
+//!   records ([`BATCH_ROWS`] by default, at most
+//!   [`MAX_BATCH_ROWS`](super::MAX_BATCH_ROWS)), from
+//!   the job that filled it ([`Writer::write_due`]);
 //! - the worker runs out of work: the pool's `on_worker_idle` hook, which
 //!   also runs before a worker exits however the pool stops, so the last
 //!   partial batch is written before `stop`, `stop_now` or `Drop` returns;
@@ -18,8 +20,9 @@
 //!   batch empty unless the idle hook could not run; it also closes the
 //!   connection.
 //!
-//! An adverse event does not wait for a batch: its job writes the visit and
-//! its alert at once in a transaction of their own ([`Writer::write_now`]),
+//! An adverse event does not wait for a batch: its job stages it apart and
+//! writes the visit and its alert at once in a transaction of their own
+//! ([`Writer::write_due`]),
 //! so the alert is in the database as soon as the record has run. Reserved
 //! urgent workers only ever write these.
 //!
@@ -383,28 +386,36 @@ impl Writer {
         )
     }
 
-    /// Stages `row` in the calling worker's batch, and writes the batch if
-    /// that fills it. `wait` sleeps between `SQLITE_BUSY` retries; when it
-    /// returns `true` (a stop was requested) the batch stays staged for the
-    /// worker's hooks to write.
-    pub(crate) fn stage(self: &Arc<Self>, row: Staged, wait: &mut dyn FnMut(Duration) -> bool) {
-        self.bump(STAGED, 1);
+    /// Stages `row` with the calling worker: in its batch, or, for an
+    /// adverse event, to be written on its own by the next
+    /// [`write_due`](Self::write_due) (or, if that is interrupted, by the
+    /// worker's hooks). From here on the row is in the writer's ledger.
+    pub(crate) fn stage(self: &Arc<Self>, row: Staged) {
         with_worker_store(self, |store| {
-            store.batch.push(row);
+            if row.visit.adverse_event.is_some() {
+                store.urgent.push(row);
+            } else {
+                store.batch.push(row);
+            }
+        });
+        self.bump(STAGED, 1);
+    }
+
+    /// Writes what the calling worker has due: its staged adverse event, at
+    /// once, in a transaction of its own, then its batch if it is full.
+    /// `wait` sleeps between `SQLITE_BUSY` retries; when it returns `true`
+    /// (a stop was requested) the records stay staged for the worker's
+    /// hooks to write.
+    pub(crate) fn write_due(self: &Arc<Self>, wait: &mut dyn FnMut(Duration) -> bool) {
+        with_worker_store(self, |store| {
+            if !store.urgent.is_empty()
+                && !write(self, &mut store.conn, &mut store.urgent, true, wait)
+            {
+                return;
+            }
             if store.batch.len() >= self.batch_rows {
                 write(self, &mut store.conn, &mut store.batch, false, wait);
             }
-        });
-    }
-
-    /// Writes `row` (an adverse event) at once, in a transaction of its own,
-    /// on the calling worker's connection. If `wait` gives up on a retry,
-    /// the row stays staged and the worker's hooks write it.
-    pub(crate) fn write_now(self: &Arc<Self>, row: Staged, wait: &mut dyn FnMut(Duration) -> bool) {
-        self.bump(STAGED, 1);
-        with_worker_store(self, |store| {
-            store.urgent.push(row);
-            write(self, &mut store.conn, &mut store.urgent, true, wait);
         });
     }
 
@@ -477,8 +488,8 @@ struct WorkerStore {
     conn: Option<Connection>,
     /// Staged records, oldest first.
     batch: Vec<Staged>,
-    /// The adverse event being written; it stays here, staged, if its
-    /// write was interrupted (a stop during a retry's backoff).
+    /// The adverse event staged to be written on its own; it stays here if
+    /// its write was interrupted (a stop during a retry's backoff).
     urgent: Vec<Staged>,
 }
 
@@ -499,7 +510,9 @@ fn with_worker_store<T>(writer: &Arc<Writer>, f: impl FnOnce(&mut WorkerStore) -
             other => other.insert(WorkerStore {
                 writer: Arc::clone(writer),
                 conn: None,
-                batch: Vec::with_capacity(writer.batch_rows),
+                // Grows to the batch size once and keeps its capacity; not
+                // preallocated from `batch_rows`, a user's setting.
+                batch: Vec::new(),
                 urgent: Vec::with_capacity(1),
             }),
         };
