@@ -3,8 +3,8 @@
 //! every record: in the database, in the rejects file (with the reason), or
 //! in the resume file (to import again). Each worker writes its records in
 //! batched transactions, flushed from the pool's `on_worker_idle` hook when
-//! it runs out of work; adverse events are written at once. Ctrl-C stops
-//! gracefully.
+//! it runs out of work; adverse events are written at once. Ctrl-C (SIGINT),
+//! SIGTERM and SIGHUP stop it gracefully.
 //!
 //! ```text
 //! cargo run --release --example batch_import                 # 200,000 generated records
@@ -14,7 +14,8 @@
 //!
 //! The import itself is in `batch_import/import.rs`, shared with
 //! `tests/batch_import.rs`; this file is the command line around it:
-//! arguments, logging, the progress bar, Ctrl-C and the summary table.
+//! arguments, logging, the progress bar, the stop signals and the summary
+//! table.
 
 #[path = "batch_import/import.rs"]
 mod import;
@@ -34,7 +35,7 @@ use crate::import::{generate, ImportConfig, Latency, Observer, Rows, StopSignal,
 
 /// Import clinical visit records (CSV) into SQLite on a triage-pool:
 /// adverse events jump the queue, malformed rows are rejected with a reason,
-/// and nothing is lost on Ctrl-C.
+/// and nothing is lost on Ctrl-C or SIGTERM.
 ///
 /// Without INPUT, a realistic file of 200,000 records (seeded, with some
 /// malformed rows and about 1 % adverse events) is generated first. The
@@ -54,7 +55,8 @@ use crate::import::{generate, ImportConfig, Latency, Observer, Rows, StopSignal,
 /// ae_severity.
 ///
 /// Exit status: 0 when every record was imported or rejected, 2 when some
-/// are left in resume.csv (Ctrl-C, database errors), 1 on errors.
+/// are left in resume.csv (a stop: Ctrl-C, SIGTERM or SIGHUP; database
+/// errors) or the input could not be read to the end, 1 on errors.
 /// Log level: RUST_LOG (default "info"), for example RUST_LOG=debug.
 #[derive(Debug, Parser)]
 #[command(
@@ -167,12 +169,16 @@ fn run(args: Args, bar: &ProgressBar) -> Result<ExitCode, Box<dyn Error>> {
     config.batch_rows = args.batch_rows;
     config.max_records = args.max_records;
 
+    // Ctrl-C, SIGTERM (a service manager, `kill`, a container stop) and
+    // SIGHUP (a closed terminal) all take the graceful path (the `ctrlc`
+    // crate's `termination` feature). SIGKILL cannot be caught; see the
+    // window of loss in `batch_import/store.rs`.
     let stop = StopSignal::new();
-    let on_ctrl_c = stop.clone();
+    let on_signal = stop.clone();
     ctrlc::set_handler(move || {
-        if on_ctrl_c.request() {
+        if on_signal.request() {
             tracing::warn!(
-                "Ctrl-C: stopping; running records finish, the rest go to the resume file"
+                "stop signal (Ctrl-C, SIGTERM or SIGHUP): stopping; running records finish, the rest go to the resume file"
             );
         }
     })?;

@@ -1,7 +1,7 @@
 //! The `batch_import` example's import, end to end on generated files: every
 //! valid row lands in SQLite exactly once, every bad row is in the rejects
-//! file with its reason, adverse events raise alerts, a stop midway (the
-//! Ctrl-C path) loses and doubles nothing, a locked database fails records
+//! file with its reason, adverse events raise alerts, a stop midway (what
+//! Ctrl-C or SIGTERM does) loses and doubles nothing, a locked database fails records
 //! into the resume and failure files instead of dropping them, a record the
 //! database refuses fails alone while the rest of its batch commits, and
 //! importing a file twice rejects the second copy as duplicates.
@@ -216,7 +216,8 @@ fn assert_accounted(summary: &Summary) {
 struct StopAt {
     /// After this many accepted records.
     at: u64,
-    /// The import's stop signal (the one the Ctrl-C handler raises).
+    /// The import's stop signal (the one the example's signal handler
+    /// raises).
     stop: StopSignal,
 }
 

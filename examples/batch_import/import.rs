@@ -2,7 +2,7 @@
 //! job on a [`triage_pool::Pool`], and account for every record at the end.
 //!
 //! This module is shared by the example (`examples/batch_import.rs`: command
-//! line, progress bar, Ctrl-C) and its test (`tests/batch_import.rs`), which
+//! line, progress bar, stop signals) and its test (`tests/batch_import.rs`), which
 //! include it with `#[path]`.
 //!
 //! # Where every record ends up
@@ -28,8 +28,8 @@
 //!
 //! # Stopping
 //!
-//! A stop is requested through a [`StopSignal`] (the example's Ctrl-C
-//! handler, or a test). The reader stops submitting, the pool's
+//! A stop is requested through a [`StopSignal`] (the example's handler of
+//! Ctrl-C, SIGTERM and SIGHUP, or a test). The reader stops submitting, the pool's
 //! [`stop_now`](triage_pool::Pool::stop_now) closes intake, lets running
 //! records finish and hands the queued ones back unrun, each worker's
 //! `on_worker_idle` hook writes its last batch before `stop_now` returns,
@@ -132,7 +132,7 @@ impl ImportConfig {
 }
 
 /// A request to stop an import early, shared between whoever asks (a
-/// Ctrl-C handler, a test) and the import, which polls it.
+/// signal handler, a test) and the import, which polls it.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct StopSignal {
     /// Raised once, never lowered.

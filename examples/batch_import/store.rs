@@ -54,11 +54,11 @@
 //! reported as a duplicate, like any rejected row.
 //!
 //! The price is a window of loss of one batch per worker: if the *process*
-//! dies (killed, power cut) between a job's `Ok` and its batch's commit, the
+//! dies (SIGKILL, a crash, power cut) between a job's `Ok` and its batch's commit, the
 //! records of the uncommitted batches are neither in the database nor in
 //! any output file, and only importing the same input again (the records
-//! already there are then rejected as duplicates) recovers them. A Ctrl-C
-//! is not such a death: the hooks write every batch before the pool's stop
+//! already there are then rejected as duplicates) recovers them. Ctrl-C,
+//! SIGTERM and SIGHUP are not such a death: the hooks write every batch before the pool's stop
 //! returns. In WAL mode with `synchronous = NORMAL` a commit appends to the
 //! log without an `fsync` (durable against a process crash; an OS crash may
 //! lose the last commits, never corrupt the file).
