@@ -340,10 +340,10 @@ fn print_summary(config: &ImportConfig, s: &Summary) {
         thousands(rows.urgent_writes),
         thousands(rows.failed_flushes),
     );
-    if rows.split_batches > 0 {
+    if rows.split_transactions > 0 {
         println!(
             "  refused transactions: {} written again record by record; {} records refused (in {resume}, reasons in {})",
-            thousands(rows.split_batches),
+            thousands(rows.split_transactions),
             thousands(rows.refused),
             config.failures.display(),
         );

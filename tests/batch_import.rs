@@ -440,7 +440,7 @@ fn records_the_database_refuses_fail_alone_and_the_rest_of_their_batch_commits()
             rows.failed_flushes, 0,
             "no transaction failed whole: {rows:?}"
         );
-        assert!(rows.split_batches > 0, "{rows:?}");
+        assert!(rows.split_transactions > 0, "{rows:?}");
         assert_eq!(rows.refused, targets.len() as u64, "{rows:?}");
         assert_eq!(summary.failed, targets.len() as u64);
         assert_eq!(

@@ -293,10 +293,10 @@ pub(crate) struct Rows {
     pub(crate) urgent_writes: u64,
     /// Transactions (batches or adverse events) that failed as a whole.
     pub(crate) failed_flushes: u64,
-    /// Batches written again record by record because the database refused
-    /// their transaction.
-    pub(crate) split_batches: u64,
-    /// Staged records the database refused on their own, in a batch
+    /// Transactions (batches or adverse events) written again record by
+    /// record because the database refused them.
+    pub(crate) split_transactions: u64,
+    /// Staged records the database refused on their own, in a transaction
     /// written record by record (they count in `failed` too).
     pub(crate) refused: u64,
 }
@@ -337,7 +337,7 @@ const BATCHES: usize = 5;
 const BATCHED: usize = 6;
 const URGENT_WRITES: usize = 7;
 const FAILED_FLUSHES: usize = 8;
-const SPLIT_BATCHES: usize = 9;
+const SPLIT_TRANSACTIONS: usize = 9;
 const REFUSED: usize = 10;
 
 impl Writer {
@@ -371,7 +371,7 @@ impl Writer {
             batched: get(BATCHED),
             urgent_writes: get(URGENT_WRITES),
             failed_flushes: get(FAILED_FLUSHES),
-            split_batches: get(SPLIT_BATCHES),
+            split_transactions: get(SPLIT_TRANSACTIONS),
             refused: get(REFUSED),
         }
     }
@@ -613,9 +613,11 @@ fn write(
                 attempt += 1;
                 continue;
             }
-        } else if mode == Mode::Batch && rows.len() > 1 {
-            // Most likely one record the database will not take: find it
-            // (or them) instead of failing the others with it.
+        } else if mode == Mode::Batch {
+            // Most likely a record the database will not take: find it (or
+            // them) instead of failing the others with it. A transaction of
+            // one record is retried too, so that a refused record is
+            // reported the same way whatever its batch.
             tracing::debug!(
                 records = rows.len(),
                 %error,
@@ -718,7 +720,7 @@ impl Writer {
             self.bump(BATCHED, inserted.visits);
         }
         if mode == Mode::RecordByRecord {
-            self.bump(SPLIT_BATCHES, 1);
+            self.bump(SPLIT_TRANSACTIONS, 1);
         }
         if !inserted.skipped.is_empty() {
             let batch = rows.len();
@@ -741,9 +743,11 @@ impl Writer {
                     Skipped::Refused(error) => {
                         self.bump(FAILED, 1);
                         self.bump(REFUSED, 1);
-                        let reason = format!(
-                            "database refused the record: {error} (its transaction of {batch} record(s) was written again record by record; the others were not affected)"
-                        );
+                        let reason = if batch > 1 {
+                            format!("database refused the record: {error} (retried alone after its transaction of {batch} records failed)")
+                        } else {
+                            format!("database refused the record: {error}")
+                        };
                         (reason, false)
                     }
                 };
