@@ -18,16 +18,22 @@ mod import;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use import::generate::{self, record_id, Defect, Manifest};
 use import::{ImportConfig, Observer, RetryPolicy, Rows, StopSignal, Summary};
+use triage_pool::Priority;
 
 /// Rows in each generated input.
 const RECORDS: usize = 5_000;
 
 /// Seed of the generated input.
 const SEED: u64 = 7;
+
+/// Capacity of the import's `Normal` lane (`NORMAL_CAPACITY` in
+/// `import.rs`).
+const NORMAL_CAPACITY: u64 = 1024;
 
 /// A generated input in its own directory, with a configuration whose
 /// outputs go to the same directory.
@@ -208,8 +214,45 @@ fn assert_accounted(summary: &Summary) {
     }
     let latency = summary.urgent_wait;
     assert!(latency.p50 <= latency.p99 && latency.p99 <= latency.max);
-    assert!(summary.normal_wait.count > 0);
+    if !summary.stopped_early {
+        assert!(summary.normal_wait.count > 0);
+    }
     assert!(summary.records_per_second() > 0.0);
+}
+
+/// Checks that the database, the rejects file and the resume file together
+/// hold every record of the input (`records` generated rows) exactly once,
+/// and that the resume file keeps the input's order and matches the
+/// summary. Returns what each holds.
+fn assert_each_record_in_one_place(
+    config: &ImportConfig,
+    summary: &Summary,
+    records: usize,
+) -> (BTreeSet<String>, BTreeMap<String, String>, Vec<String>) {
+    let imported = visits(&config.database);
+    let rejected = rejects(&config.rejects);
+    let to_resume = resume(&config.resume);
+    assert_eq!(to_resume.len() as u64, summary.to_resume());
+    assert!(
+        to_resume.windows(2).all(|pair| pair[0] < pair[1]),
+        "the resume file keeps the input's order"
+    );
+    let mut seen: BTreeMap<&String, &str> = BTreeMap::new();
+    let places = [
+        ("database", imported.iter().collect::<Vec<_>>()),
+        ("rejects", rejected.keys().collect()),
+        ("resume", to_resume.iter().collect()),
+    ];
+    for (place, ids) in places {
+        for id in ids {
+            if let Some(first) = seen.insert(id, place) {
+                panic!("{id} is both in the {first} and in the {place}");
+            }
+        }
+    }
+    let all: BTreeSet<String> = (0..records).map(record_id).collect();
+    assert_eq!(seen.into_keys().cloned().collect::<BTreeSet<_>>(), all);
+    (imported, rejected, to_resume)
 }
 
 /// Stops the import after `at` records were accepted, as Ctrl-C would.
@@ -243,6 +286,46 @@ impl Observer for StopWhenStaged {
         if rows.staged >= self.at {
             self.stop.request();
         }
+    }
+}
+
+/// Stops the import from the monitor thread once the reader is blocked in
+/// `submit` on a full `Normal` lane, behind workers held at a gate: the
+/// database's write lock, taken by `locker`. The gate opens just before
+/// the stop is requested, so the staged records can then be written.
+struct StopWhenReaderBlocked {
+    /// The import's stop signal.
+    stop: StopSignal,
+    /// The connection holding the write lock, until the stop.
+    locker: Mutex<Option<rusqlite::Connection>>,
+    /// `(accepted, finished, queued, busy)` at the previous tick.
+    previous: Mutex<Option<(u64, u64, usize, usize)>>,
+}
+
+impl Observer for StopWhenReaderBlocked {
+    fn tick(&self, stats: &triage_pool::Stats, _rows: &Rows) {
+        let now = (
+            stats.accepted(),
+            stats.finished(),
+            stats.queued_total(),
+            stats.busy(),
+        );
+        let (accepted, finished, queued, busy) = now;
+        // `accepted` counts a submit from the moment it passes the intake
+        // check, so one accepted job that is neither finished, queued nor
+        // running is the reader's, waiting for room in the full lane. Two
+        // equal ticks in a row (100 ms apart) rule out a snapshot taken
+        // mid-submit: with the workers held, nothing else moves.
+        let blocked = stats.queued(Priority::Normal) == stats.capacity(Priority::Normal)
+            && accepted == finished + queued as u64 + busy as u64 + 1;
+        let mut previous = self.previous.lock().expect("previous tick");
+        if blocked && *previous == Some(now) {
+            if let Some(locker) = self.locker.lock().expect("locker").take() {
+                locker.execute_batch("ROLLBACK").expect("release the lock");
+            }
+            self.stop.request();
+        }
+        *previous = Some(now);
     }
 }
 
@@ -318,30 +401,7 @@ fn a_stop_midway_leaves_every_row_in_exactly_one_place_and_resuming_finishes() {
         assert!(failures(&config.failures).is_empty());
         assert!(summary.not_submitted >= RECORDS as u64 / 2);
 
-        // Database + rejects + resume file = input, with no row twice.
-        let mut seen: BTreeMap<String, &str> = BTreeMap::new();
-        let imported = visits(&config.database);
-        let rejected = rejects(&config.rejects);
-        let to_resume = resume(&config.resume);
-        assert_eq!(to_resume.len() as u64, summary.to_resume());
-        assert!(
-            to_resume.windows(2).all(|pair| pair[0] < pair[1]),
-            "the resume file keeps the input's order"
-        );
-        let places = [
-            ("database", imported.iter().collect::<Vec<_>>()),
-            ("rejects", rejected.keys().collect()),
-            ("resume", to_resume.iter().collect()),
-        ];
-        for (place, ids) in places {
-            for id in ids {
-                if let Some(first) = seen.insert(id.clone(), place) {
-                    panic!("{id} is both in the {first} and in the {place}");
-                }
-            }
-        }
-        let all: BTreeSet<String> = (0..RECORDS).map(record_id).collect();
-        assert_eq!(seen.keys().cloned().collect::<BTreeSet<_>>(), all);
+        let (_, rejected, to_resume) = assert_each_record_in_one_place(&config, &summary, RECORDS);
 
         // Importing the resume file into the same database finishes the job.
         let mut again = ImportConfig::new(config.resume.clone(), &dir.path().join("again"));
@@ -608,6 +668,57 @@ fn a_batch_size_beyond_the_limit_is_clamped_not_allocated() {
         );
         assert_eq!(summary.to_resume(), 0);
         assert!(resume(&config.resume).is_empty());
+    });
+}
+
+#[test]
+fn a_stop_while_the_reader_waits_on_a_full_lane_refuses_its_record_into_the_resume_file() {
+    common::guarded(|| {
+        let Fixture {
+            dir: _dir,
+            manifest: _,
+            mut config,
+        } = fixture(RECORDS);
+        // The gate: the write lock, held from another connection. Every
+        // record is written as soon as it is staged (batches of 1), so the
+        // worker stops at its first valid record, in a retry backoff only a
+        // stop cuts short; the lanes fill and the reader blocks in `submit`.
+        // One worker, so that once the gate opens the hooks' writes do not
+        // contend with each other (they would sleep out the long backoff).
+        let locker = hold_write_lock(&mut config);
+        config.workers = 1;
+        config.urgent_workers = 0;
+        config.batch_rows = 1;
+        config.busy_timeout = Duration::from_millis(1);
+        config.retry = RetryPolicy {
+            attempts: 2,
+            first_backoff: common::LIMIT,
+        };
+        let stop = StopSignal::new();
+        let observer = StopWhenReaderBlocked {
+            stop: stop.clone(),
+            locker: Mutex::new(Some(locker)),
+            previous: Mutex::new(None),
+        };
+        let summary = import::run(&config, &stop, &observer).expect("import");
+        assert!(
+            observer.locker.lock().expect("locker").is_none(),
+            "the stop came from the observer"
+        );
+        assert_accounted(&summary);
+        assert!(summary.stopped_early);
+        // The reader's blocked submit was refused by the monitor's
+        // `stop_now`, and the queued records were handed back unrun.
+        assert_eq!(summary.pool.refused(), 1, "{:?}", summary.pool);
+        assert!(summary.unrun >= NORMAL_CAPACITY, "{summary:#?}");
+        assert!(summary.not_submitted >= 1);
+        assert_eq!(summary.read, RECORDS as u64, "the unread input was copied");
+        // The records the workers held at the gate were written once it
+        // opened.
+        assert!(summary.committed > 0, "{summary:#?}");
+        assert_eq!(summary.failed, 0);
+        assert!(failures(&config.failures).is_empty());
+        assert_each_record_in_one_place(&config, &summary, RECORDS);
     });
 }
 
