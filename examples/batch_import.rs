@@ -359,9 +359,23 @@ fn print_summary(config: &ImportConfig, s: &Summary) {
         check(s.database_matches()),
     );
     if let Some(error) = &s.input_error {
+        // The rest of the input was not read, so it is not in the resume
+        // file either: resuming from it would silently skip those records.
         println!("  input error: {error}");
-    }
-    if s.to_resume() > 0 {
+        println!();
+        println!("  The input could not be read past this error: the records after it are not in the database, the rejects or the resume file.");
+        if s.to_resume() > 0 {
+            println!(
+                "  ({resume} holds only the {} records read but not imported.)",
+                thousands(s.to_resume()),
+            );
+        }
+        println!(
+            "  Fix the input, then import all of it again into the same database (records already imported are rejected as duplicates):\n    cargo run --release --example batch_import -- {} --db {}",
+            config.input.display(),
+            config.database.display(),
+        );
+    } else if s.to_resume() > 0 {
         println!();
         println!(
             "  {} records left to import; resume with:\n    cargo run --release --example batch_import -- {} --db {}",

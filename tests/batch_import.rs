@@ -380,6 +380,68 @@ fn every_valid_row_is_imported_once_and_every_bad_row_rejected_with_its_reason()
 }
 
 #[test]
+fn impossible_calendar_dates_are_rejected_and_real_ones_accepted() {
+    let headers = csv::ByteRecord::from(import::record::COLUMNS.to_vec());
+    let visit_on = |date: &str| {
+        let record = csv::ByteRecord::from(vec![
+            "R1",
+            "S01-00001",
+            "SITE-01",
+            "BL",
+            date,
+            "40",
+            "F",
+            "70.0",
+            "120",
+            "80",
+            "70",
+            "36.8",
+            "",
+            "",
+        ]);
+        import::record::Visit::from_record(&headers, &record)
+    };
+    for date in [
+        "2024-02-29", // leap year
+        "2000-02-29", // divisible by 400: leap
+        "2025-01-31",
+        "2025-04-30",
+        "2025-12-31",
+        "1900-01-01",
+        "2100-12-31",
+    ] {
+        let visit = visit_on(date).unwrap_or_else(|e| panic!("{date} rejected: {e}"));
+        assert_eq!(visit.visit_date, date);
+    }
+    for date in [
+        "2025-02-29", // not a leap year
+        "1900-02-29", // divisible by 100, not by 400: not leap
+        "2100-02-29",
+        "2025-02-30",
+        "2024-02-30",
+        "2025-04-31",
+        "2025-06-31",
+        "2025-09-31",
+        "2025-11-31",
+        "2025-01-32",
+        "2025-00-10",
+        "2025-13-01",
+        "2025-01-00",
+        "1899-12-31",
+        "2101-01-01",
+        "2025-1-01",
+        "2025/01/01",
+        "+025-01-01",
+    ] {
+        let error = visit_on(date).expect_err(date);
+        assert_eq!(
+            error.to_string(),
+            format!("visit_date: {date:?} is not a calendar date (YYYY-MM-DD)")
+        );
+    }
+}
+
+#[test]
 fn a_stop_midway_leaves_every_row_in_exactly_one_place_and_resuming_finishes() {
     common::guarded(|| {
         let Fixture {

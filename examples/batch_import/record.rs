@@ -148,7 +148,8 @@ pub(crate) enum Invalid {
         /// The cell as written.
         value: String,
     },
-    /// A date that is not `YYYY-MM-DD`.
+    /// A date that is not `YYYY-MM-DD`, or not in the calendar
+    /// (`2025-02-30`).
     BadDate {
         /// The cell as written.
         value: String,
@@ -182,7 +183,10 @@ impl fmt::Display for Invalid {
             } => write!(f, "{column}: {value} is outside {min} to {max}"),
             Invalid::UnknownCode { column, value } => write!(f, "{column}: unknown code {value:?}"),
             Invalid::BadDate { value } => {
-                write!(f, "visit_date: {value:?} is not a YYYY-MM-DD date")
+                write!(
+                    f,
+                    "visit_date: {value:?} is not a calendar date (YYYY-MM-DD)"
+                )
             }
             Invalid::SeverityWithoutEvent => f.write_str("ae_severity: given without an ae_term"),
             Invalid::Duplicate { record_id } => {
@@ -431,7 +435,8 @@ fn code(
         })
 }
 
-/// `value` if it looks like a calendar date `YYYY-MM-DD`.
+/// `value` if it is a date of the calendar written `YYYY-MM-DD`, from
+/// 1900 to 2100 (so not 2025-02-29, nor 2025-04-31).
 fn date(value: String) -> Result<String, Invalid> {
     let bytes = value.as_bytes();
     let digits = |range: std::ops::Range<usize>| -> Option<u32> {
@@ -442,15 +447,29 @@ fn date(value: String) -> Result<String, Invalid> {
             None
         }
     };
-    let well_formed = bytes.len() == 10
-        && bytes[4] == b'-'
-        && bytes[7] == b'-'
-        && digits(0..4).is_some_and(|year| (1900..=2100).contains(&year))
-        && digits(5..7).is_some_and(|month| (1..=12).contains(&month))
-        && digits(8..10).is_some_and(|day| (1..=31).contains(&day));
-    if well_formed {
+    let valid = bytes.len() == 10 && bytes[4] == b'-' && bytes[7] == b'-' && {
+        match (digits(0..4), digits(5..7), digits(8..10)) {
+            (Some(year), Some(month), Some(day)) => {
+                (1900..=2100).contains(&year)
+                    && (1..=12).contains(&month)
+                    && (1..=days_in_month(year, month)).contains(&day)
+            }
+            _ => false,
+        }
+    };
+    if valid {
         Ok(value)
     } else {
         Err(Invalid::BadDate { value })
+    }
+}
+
+/// Days in `month` (1 to 12) of `year`, in the Gregorian calendar.
+fn days_in_month(year: u32, month: u32) -> u32 {
+    match month {
+        2 if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
     }
 }
