@@ -11,8 +11,8 @@
 //!
 //! - the batch holds [`ImportConfig::batch_rows`](super::ImportConfig)
 //!   records ([`BATCH_ROWS`] by default, at most
-//!   [`MAX_BATCH_ROWS`](super::MAX_BATCH_ROWS)), from
-//!   the job that filled it ([`Writer::write_due`]);
+//!   [`MAX_BATCH_ROWS`](super::MAX_BATCH_ROWS)), from the job that filled
+//!   it ([`Writer::write_due`]);
 //! - the worker runs out of work: the pool's `on_worker_idle` hook, which
 //!   also runs before a worker exits however the pool stops, so the last
 //!   partial batch is written before `stop`, `stop_now` or `Drop` returns;
@@ -54,14 +54,15 @@
 //! reported as a duplicate, like any rejected row.
 //!
 //! The price is a window of loss of one batch per worker: if the *process*
-//! dies (SIGKILL, a crash, power cut) between a job's `Ok` and its batch's commit, the
-//! records of the uncommitted batches are neither in the database nor in
-//! any output file, and only importing the same input again (the records
-//! already there are then rejected as duplicates) recovers them. Ctrl-C,
-//! SIGTERM and SIGHUP are not such a death: the hooks write every batch before the pool's stop
-//! returns. In WAL mode with `synchronous = NORMAL` a commit appends to the
-//! log without an `fsync` (durable against a process crash; an OS crash may
-//! lose the last commits, never corrupt the file).
+//! dies (SIGKILL, a crash, a power cut) between a job's `Ok` and its
+//! batch's commit, the records of the uncommitted batches are neither in
+//! the database nor in any output file, and only importing the same input
+//! again (the records already there are then rejected as duplicates)
+//! recovers them. Ctrl-C, SIGTERM and SIGHUP are not such a death: the
+//! hooks write every batch before the pool's stop returns. In WAL mode
+//! with `synchronous = NORMAL` a commit appends to the log without an
+//! `fsync` (durable against a process crash; an OS crash may lose the last
+//! commits, never corrupt the file).
 //!
 //! # The write lock is held only during a flush
 //!
