@@ -79,6 +79,18 @@ fn hold_write_lock(config: &mut ImportConfig) -> rusqlite::Connection {
     locker
 }
 
+/// Imports `input` into `config`'s database a second time, with its own
+/// output files under `dir/again`; returns that import's config and summary.
+fn import_again(dir: &Path, config: &ImportConfig, input: &Path) -> (ImportConfig, Summary) {
+    let again_dir = dir.join("again");
+    std::fs::create_dir_all(&again_dir).expect("second output directory");
+    let mut again = ImportConfig::new(input.to_path_buf(), &again_dir);
+    again.database = config.database.clone();
+    again.workers = 2;
+    let second = import::run(&again, &StopSignal::new(), &()).expect("second import");
+    (again, second)
+}
+
 /// Record ids of rows matching `pick`.
 fn ids(manifest: &Manifest, pick: impl Fn(&generate::RowFacts) -> bool) -> BTreeSet<String> {
     (0..manifest.rows.len())
@@ -466,11 +478,7 @@ fn a_stop_midway_leaves_every_row_in_exactly_one_place_and_resuming_finishes() {
         let (_, rejected, to_resume) = assert_each_record_in_one_place(&config, &summary, RECORDS);
 
         // Importing the resume file into the same database finishes the job.
-        let mut again = ImportConfig::new(config.resume.clone(), &dir.path().join("again"));
-        std::fs::create_dir_all(dir.path().join("again")).expect("second output directory");
-        again.database = config.database.clone();
-        again.workers = 2;
-        let second = import::run(&again, &StopSignal::new(), &()).expect("resumed import");
+        let (again, second) = import_again(dir.path(), &config, &config.resume);
         assert_accounted(&second);
         assert_eq!(second.read, to_resume.len() as u64);
         assert_eq!(second.to_resume(), 0);
@@ -605,12 +613,7 @@ fn records_the_database_refuses_fail_alone_and_the_rest_of_their_batch_commits()
         // Once the database accepts them, resuming imports exactly those.
         conn.execute_batch("DROP TRIGGER refuse")
             .expect("drop trigger");
-        let again_dir = dir.path().join("again");
-        std::fs::create_dir_all(&again_dir).expect("second output directory");
-        let mut again = ImportConfig::new(config.resume.clone(), &again_dir);
-        again.database = config.database.clone();
-        again.workers = 2;
-        let second = import::run(&again, &StopSignal::new(), &()).expect("resumed import");
+        let (_, second) = import_again(dir.path(), &config, &config.resume);
         assert_accounted(&second);
         assert_eq!(second.committed, failed.len() as u64);
         assert_eq!(second.to_resume() + second.rejected, 0);
@@ -630,12 +633,7 @@ fn importing_the_same_file_twice_rejects_every_valid_row_as_a_duplicate() {
         let first = import::run(&config, &StopSignal::new(), &()).expect("first import");
         assert_accounted(&first);
 
-        let again_dir = dir.path().join("again");
-        std::fs::create_dir_all(&again_dir).expect("second output directory");
-        let mut again = ImportConfig::new(config.input.clone(), &again_dir);
-        again.database = config.database.clone();
-        again.workers = 2;
-        let second = import::run(&again, &StopSignal::new(), &()).expect("second import");
+        let (again, second) = import_again(dir.path(), &config, &config.input);
         assert_accounted(&second);
         let valid = ids(&manifest, |row| row.defect.is_none());
         assert_eq!(second.committed, 0);
