@@ -9,6 +9,7 @@ use crate::error::{BuildError, BuildErrorKind};
 use crate::job::{Job, Priority};
 use crate::lanes::{Envelope, Lanes, Role};
 use crate::pool::{Pool, Shared};
+use crate::unwind::log_event;
 use crate::worker::{self, Hooks, Spawn};
 
 /// Default capacity of each lane, indexed by `Priority::index`.
@@ -781,7 +782,8 @@ impl<J: Job> Builder<J> {
                 }
             }
         }
-        tracing::debug!(
+        log_event!(
+            debug,
             pool = shared.id,
             workers,
             reserved = self.reserved,

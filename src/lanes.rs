@@ -110,6 +110,14 @@ const CARRY: u64 = 1 << 41;
 //   the stop looks at the lanes for the last time;
 // - a submit that enters after CLOSED was set sees the bit and hands its job
 //   back without touching a lane.
+// (A submit first reads its stripe and, if CLOSED is already visible, is
+// refused without entering at all. That read is only a shortcut: CLOSED is
+// never cleared, so seeing it is proof intake is closed; not seeing it
+// proves nothing, and the read-modify-write decides. Its use is liveness:
+// once CLOSED is visible on a stripe, no submit enters it again, so only
+// the submits that read the stripe before the close can still keep `seal`
+// waiting — at most one per producer thread — however fast producers
+// retry against a stopped pool.)
 // So once `seal` returns, no push can ever reach a lane again, and a
 // job is either in a lane (and will be run or drained by the stop) or back
 // in its caller's hands — never both, never neither.
@@ -441,6 +449,13 @@ impl<J> Lanes<J> {
         counters: &Counters,
     ) -> Result<(), Refused<J>> {
         let stripe = self.stripe();
+        // A submit that can already see the close is refused without
+        // entering the gate, so producers retrying against a stopped pool
+        // neither keep `seal` waiting nor contend on the stopper's lock.
+        if stripe.load(Ordering::Relaxed) & CLOSED != 0 {
+            counters.refused.fetch_add(1, Ordering::Relaxed);
+            return Err(Refused::Stopped(job));
+        }
         let prev = stripe.fetch_add(IN_FLIGHT + ACCEPTED, Ordering::AcqRel);
         if prev >= CARRY_AT {
             self.carry(stripe);
@@ -695,13 +710,15 @@ impl<J> Lanes<J> {
     /// it closed has left, then seals the lanes and wakes every worker.
     pub(crate) fn seal(&self) {
         let mut guard = self.gate.lock.lock();
-        while self
-            .gate
-            .stripes
-            .iter()
-            .any(|stripe| stripe.load(Ordering::Acquire) & IN_FLIGHT_MASK != 0)
-        {
-            self.gate.cv.wait(&mut guard);
+        // Stripe by stripe: a stripe seen once with nobody inside after its
+        // CLOSED bit was set has been left by every submit that entered it
+        // before the close (anyone inside later entered after the close
+        // and is being refused), so no stripe has to be seen empty at the
+        // same moment as another.
+        for stripe in &self.gate.stripes {
+            while stripe.load(Ordering::Acquire) & IN_FLIGHT_MASK != 0 {
+                self.gate.cv.wait(&mut guard);
+            }
         }
         drop(guard);
         self.sealed.store(true, Ordering::SeqCst);

@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 
 use crossbeam_utils::CachePadded;
 
-use crate::sync::thread::{self, JoinHandle};
+use crate::sync::thread::JoinHandle;
 use crate::sync::{AtomicBool, Condvar, Mutex, Ordering};
+use crate::unwind::log_event;
 
 use crate::builder::Builder;
 use crate::error::{StopError, SubmitError, SubmitTimeoutError, TrySubmitError};
@@ -70,7 +71,8 @@ impl<J: Job> Drop for Shared<J> {
             drop(unwind::drop_contained(envelope.job));
         });
         if failed.len() + panicked.len() + unrun > 0 {
-            tracing::warn!(
+            log_event!(
+                warn,
                 pool = self.id,
                 failed = failed.len(),
                 panicked = panicked.len(),
@@ -944,7 +946,7 @@ impl<J: Job> Pool<J> {
         handles: Vec<JoinHandle<()>>,
     ) -> (StopReport<J>, Vec<JoinHandle<()>>) {
         let shared = self.shared();
-        tracing::debug!(pool = shared.id, ?mode, "shutdown begin");
+        log_event!(debug, pool = shared.id, ?mode, "shutdown begin");
         shared.lanes.close();
         if matches!(mode, Mode::Now) {
             shared.escalate();
@@ -973,7 +975,8 @@ impl<J: Job> Pool<J> {
         }
 
         let report = self.collect(abandoned);
-        tracing::debug!(
+        log_event!(
+            debug,
             pool = shared.id,
             succeeded = report.succeeded,
             failed = report.failed.len(),
@@ -991,13 +994,15 @@ impl<J: Job> Pool<J> {
         let mut abandoned = Vec::new();
         for (worker, slot) in shared.slots.iter().enumerate() {
             let mut state = slot.state.load(Ordering::SeqCst);
+            let mut attempt = 0;
             while state != IDLE && state != ABANDONED {
                 if state & STARTING != 0 {
                     // The worker holds a job it has not committed to yet
                     // and is about to see `discard` (or has just missed
                     // it): a few instructions until it hands the job back
                     // or starts it (worker.rs, "Abandoning a job").
-                    thread::yield_now();
+                    crate::sync::wait_for_progress(attempt);
+                    attempt = attempt.saturating_add(1);
                     state = slot.state.load(Ordering::SeqCst);
                     continue;
                 }
@@ -1015,7 +1020,7 @@ impl<J: Job> Pool<J> {
                         } else {
                             Instant::now()
                         };
-                        tracing::warn!(pool = shared.id, worker, %lane, "job still running at the stop deadline; abandoning it");
+                        log_event!(warn, pool = shared.id, worker, %lane, "job still running at the stop deadline; abandoning it");
                         abandoned.push(Abandoned {
                             worker,
                             lane,
@@ -1079,7 +1084,7 @@ impl<J: Job> Pool<J> {
 /// but if one did, it is logged rather than propagated.
 fn join(pool: u64, handle: JoinHandle<()>) {
     if handle.join().is_err() {
-        tracing::error!(pool, "a worker thread panicked outside a job");
+        log_event!(error, pool, "a worker thread panicked outside a job");
     }
 }
 
@@ -1100,7 +1105,8 @@ impl<J: Job> Drop for Pool<J> {
         let shared = Arc::clone(&self.submitter.shared);
         if worker::on_worker_of(shared.id) {
             if self.lifecycle.get_mut().phase == Phase::Running {
-                tracing::warn!(
+                log_event!(
+                    warn,
                     pool = shared.id,
                     "pool dropped on its own worker thread; its workers drain and exit detached"
                 );
@@ -1116,7 +1122,7 @@ impl<J: Job> Drop for Pool<J> {
             return;
         };
         if !report.is_clean() {
-            tracing::warn!(
+            log_event!(warn,
                 pool = shared.id,
                 succeeded = report.succeeded,
                 failed = report.failed.len(),

@@ -68,6 +68,30 @@ impl Spin {
     }
 }
 
+/// Waits a moment for another thread to finish a few instructions (a stop
+/// waiting out a worker's `STARTING` mark), `attempt` counting from 0.
+///
+/// Yields at first; from the 32nd attempt it sleeps 50 µs instead, so a
+/// waiter that outranks the other thread (a real-time stopper sharing its
+/// core, for which a yield does not let a normal thread run) cannot spin
+/// forever. Under loom: a yield, which the checker treats as "let the
+/// others run".
+pub(crate) fn wait_for_progress(attempt: u32) {
+    #[cfg(not(loom))]
+    {
+        if attempt < 32 {
+            std::thread::yield_now();
+        } else {
+            std::thread::sleep(std::time::Duration::from_micros(50));
+        }
+    }
+    #[cfg(loom)]
+    {
+        let _ = attempt;
+        loom::thread::yield_now();
+    }
+}
+
 /// A bounded FIFO queue: what a lane needs from a channel.
 pub(crate) trait Queue<T>: Sized {
     /// A queue holding at most `capacity` items, preallocated.

@@ -25,12 +25,26 @@ pub(crate) fn catch<R>(f: impl FnOnce() -> R) -> Result<R, String> {
     })
 }
 
-/// Runs `f` — a log event on a worker's job path — with a panic in it
-/// (a `tracing` subscriber that panics) contained and dropped, so that it
-/// cannot take the job being filed, or the worker, with it.
+/// Runs `f` — a log event ([`log_event!`]) — with a panic in it (a
+/// `tracing` subscriber that panics) contained and dropped, so that it
+/// cannot take a job being filed, a worker, or a stop with it.
 pub(crate) fn contain(f: impl FnOnce()) {
     drop(catch(f));
 }
+
+/// A `tracing` event, `log_event!(level, fields…, "message")`, with a
+/// panic in the subscriber contained (see [`contain`]).
+///
+/// Every event the pool logs goes through this: a subscriber that panics
+/// (a user bug, but a real one) must not take a worker down before or
+/// after its loop, lose a report in the middle of a stop, or leave a stop
+/// half done for the next one to wait on forever.
+macro_rules! log_event {
+    ($level:ident, $($event:tt)+) => {
+        $crate::unwind::contain(|| ::tracing::$level!($($event)+))
+    };
+}
+pub(crate) use log_event;
 
 /// Drops `value`, containing a panic from its `Drop`. Returns the panic
 /// message if there was one.

@@ -14,6 +14,7 @@ use crate::stats::{WorkerSlot, IDLE, STARTING};
 use crate::sync::thread::{self, JoinHandle};
 use crate::sync::{thread_local_cell, Ordering};
 use crate::unwind;
+use crate::unwind::log_event;
 
 thread_local_cell! {
     /// Id of the pool whose worker runs on this thread; 0 on other threads.
@@ -49,9 +50,7 @@ impl std::fmt::Debug for Hooks {
 fn call_hook(pool: u64, worker: usize, which: &'static str, hook: Option<&Hook>) {
     if let Some(hook) = hook {
         if let Err(message) = unwind::catch(|| hook(worker)) {
-            unwind::contain(|| {
-                tracing::error!(pool, worker, hook = which, %message, "worker hook panicked");
-            });
+            log_event!(error, pool, worker, hook = which, %message, "worker hook panicked");
         }
     }
 }
@@ -106,9 +105,9 @@ pub(crate) fn spawn<J: Job>(shared: &Arc<Shared<J>>, spec: Spawn) -> io::Result<
 /// refusal is logged and the worker runs at its inherited priority.
 fn lower_priority(pool: u64, worker: usize, increment: u8) {
     match crate::os::lower_current_thread_priority(increment) {
-        Ok(Some(nice)) => tracing::debug!(pool, worker, nice, "worker priority lowered"),
+        Ok(Some(nice)) => log_event!(debug, pool, worker, nice, "worker priority lowered"),
         Ok(None) => {}
-        Err(error) => tracing::warn!(
+        Err(error) => log_event!(warn,
             pool,
             worker,
             increment,
@@ -123,7 +122,7 @@ struct LiveGuard<'a, J: Job>(&'a Shared<J>, usize);
 
 impl<J: Job> Drop for LiveGuard<'_, J> {
     fn drop(&mut self) {
-        tracing::debug!(pool = self.0.id, worker = self.1, "worker stopped");
+        log_event!(debug, pool = self.0.id, worker = self.1, "worker stopped");
         self.0.worker_exited();
     }
 }
@@ -133,7 +132,13 @@ impl<J: Job> Drop for LiveGuard<'_, J> {
 fn run<J: Job>(shared: &Shared<J>, index: usize, mut picker: Picker, role: Role) {
     CURRENT_POOL.with(|current| current.set(shared.id));
     let _live = LiveGuard(shared, index);
-    tracing::debug!(pool = shared.id, worker = index, ?role, "worker started");
+    log_event!(
+        debug,
+        pool = shared.id,
+        worker = index,
+        ?role,
+        "worker started"
+    );
     call_hook(
         shared.id,
         index,
@@ -252,9 +257,7 @@ fn finish<J: Job>(
     match outcome {
         Ok(Ok(())) => {
             if let Some(message) = unwind::drop_contained(job) {
-                unwind::contain(|| {
-                    tracing::error!(pool, worker, %lane, %message, "dropping a finished job panicked");
-                });
+                log_event!(error, pool, worker, %lane, %message, "dropping a finished job panicked");
             }
             Finished::Succeeded
         }
@@ -283,9 +286,7 @@ fn record<J: Job>(
             WorkerSlot::bump(&slot.failed);
         }
         Finished::Panicked(job, message) => {
-            unwind::contain(|| {
-                tracing::error!(pool = shared.id, worker, %lane, %message, "job panicked");
-            });
+            log_event!(error, pool = shared.id, worker, %lane, %message, "job panicked");
             shared.panicked.lock().push(Panicked {
                 job,
                 message,
@@ -311,19 +312,15 @@ fn late_outcome<J: Job>(pool: u64, worker: usize, lane: Priority, finished: Fini
         // A job panic is logged at `error` wherever it happens.
         Finished::Panicked(job, message) => {
             let _ = unwind::drop_contained(job);
-            unwind::contain(|| {
-                tracing::error!(
-                    pool,
-                    worker,
-                    %lane,
-                    %message,
-                    "abandoned job panicked after its stop deadline"
-                );
-            });
+            log_event!(error,
+                pool,
+                worker,
+                %lane,
+                %message,
+                "abandoned job panicked after its stop deadline"
+            );
             return;
         }
     };
-    unwind::contain(|| {
-        tracing::warn!(pool, worker, %lane, outcome, "abandoned job finished after its stop deadline");
-    });
+    log_event!(warn, pool, worker, %lane, outcome, "abandoned job finished after its stop deadline");
 }

@@ -907,3 +907,67 @@ fn stop_now_wakes_blocked_submitters_too() {
         assert_eq!(ledger.runs(3), 0);
     });
 }
+
+#[test]
+fn stop_returns_while_producers_keep_retrying_against_it() {
+    guarded(|| {
+        const PRODUCERS: usize = 4;
+        const PER_PRODUCER: usize = 50_000;
+        let ledger = Ledger::new(PRODUCERS * PER_PRODUCER);
+        let pool = Arc::new(pool(2, 4));
+        let started = Arrivals::new();
+        let stop_returned = Arc::new(Latch::new());
+        let producers: Vec<_> = (0..PRODUCERS)
+            .map(|p| {
+                let (tx, ledger) = (pool.submitter(), Arc::clone(&ledger));
+                let (started, stop_returned) = (Arc::clone(&started), Arc::clone(&stop_returned));
+                thread::spawn(move || {
+                    for id in p * PER_PRODUCER..(p + 1) * PER_PRODUCER {
+                        let Err(e) = tx.submit(Probe::new(id, &ledger).started(&started)) else {
+                            continue;
+                        };
+                        assert!(e.is_stopped(), "{e:?}");
+                        // Retry the refused job as fast as possible until the
+                        // stop has returned: the stop must not wait for these.
+                        let mut job = e.into_inner();
+                        let mut retries = 0_u64;
+                        while !stop_returned.is_open() {
+                            job = match tx.try_submit(job) {
+                                Ok(()) => panic!("job {id} accepted by a stopped pool"),
+                                Err(e) => e.into_inner(),
+                            };
+                            retries += 1;
+                        }
+                        return (Some(job.id), retries);
+                    }
+                    (None, 0)
+                })
+            })
+            .collect();
+        // Each producer has had at least one job accepted before the stop.
+        started.wait_for(PRODUCERS * 4);
+        let report = pool.stop().expect("stop");
+        stop_returned.open();
+        let mut refused = BTreeSet::new();
+        for producer in producers {
+            let (last, _retries) = producer.join().expect("producer");
+            refused.insert(last.expect("a producer ran out of ids before the stop"));
+        }
+        let (failed, panicked, unrun) = ids_of(&report);
+        assert!(failed.is_empty() && panicked.is_empty() && unrun.is_empty());
+        // Exactly once: every job accepted before the stop ran, each
+        // producer's refused job never did, and no id was skipped.
+        for p in 0..PRODUCERS {
+            let first_refused = *refused
+                .range(p * PER_PRODUCER..(p + 1) * PER_PRODUCER)
+                .next()
+                .expect("refused id");
+            for id in p * PER_PRODUCER..first_refused {
+                assert_eq!(ledger.runs(id), 1, "job {id}");
+            }
+            assert_eq!(ledger.runs(first_refused), 0);
+        }
+        assert_eq!(ledger.total_runs() as u64, report.succeeded);
+        assert_eq!(pool.stats().accepted(), report.succeeded);
+    });
+}
