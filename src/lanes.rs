@@ -156,10 +156,20 @@ struct Gate {
 //
 // A worker that finds every lane it serves empty sleeps on its group's
 // condvar. Producer and worker form a Dekker pair:
-//   producer: enqueue; fence(SeqCst); read `sleepers`  -> notify if > 0
-//   worker:   sleepers += 1; fence(SeqCst); try the lanes -> sleep if empty
-// The fences forbid both from missing each other: either the worker's
-// re-check sees the job, or the producer sees the sleeper. The worker holds
+//   producer: enqueue (a SeqCst read-modify-write of the lane's tail);
+//             read `sleepers` (SeqCst)                  -> notify if > 0
+//   worker:   sleepers += 1 (SeqCst); fence(SeqCst);
+//             look at the lanes (SeqCst loads of each tail) -> sleep if empty
+// Every access in the pair is SeqCst, so all of them fall in one total
+// order that agrees with each thread's program order. If the producer's
+// read of `sleepers` misses the worker's increment, that read comes before
+// the increment in the order, so the producer's enqueue does too, and the
+// worker's later SeqCst load of the tail sees the job. Either the worker's
+// re-check sees the job, or the producer sees the sleeper. The producer's
+// side needs no fence of its own: the enqueue's compare-and-swap is one
+// (`Queue` requires it of every lane queue; crossbeam-channel's array
+// flavor does it), and a fence there — an `mfence` on x86 — cost the
+// submit path about a sixth of an empty job's wall time. The worker holds
 // the group lock from its increment until `wait` releases it, and the
 // producer takes that lock before notifying, so the notify cannot fall into
 // the gap between the check and the wait.
@@ -625,14 +635,14 @@ impl<J> Lanes<J> {
     /// too, so a second urgent job must not wait for the one reserved
     /// worker to finish the first while general workers sleep.
     fn wake_for(&self, lane: Priority) {
-        fence(Ordering::SeqCst);
+        // SeqCst loads, no fence: see "Sleeping workers".
         if lane == Priority::Urgent
-            && self.urgent.count.load(Ordering::Relaxed) > 0
+            && self.urgent.count.load(Ordering::SeqCst) > 0
             && self.urgent.notify_one()
         {
             return;
         }
-        if self.general.count.load(Ordering::Relaxed) > 0 {
+        if self.general.count.load(Ordering::SeqCst) > 0 {
             self.general.notify_one();
         }
     }

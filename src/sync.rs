@@ -93,6 +93,14 @@ pub(crate) fn wait_for_progress(attempt: u32) {
 }
 
 /// A bounded FIFO queue: what a lane needs from a channel.
+///
+/// Memory ordering the wake-up and backpressure protocols rely on (see
+/// "Sleeping workers" and "Backpressure" in `src/lanes.rs`): `try_push`
+/// publishes an item with a SeqCst read-modify-write that `is_empty` and
+/// `try_pop` observe through SeqCst loads, and `try_pop` frees a slot with
+/// a SeqCst read-modify-write. crossbeam-channel's array flavor does all
+/// three (the tail and head compare-and-swaps and `is_empty`'s loads in
+/// `flavors/array.rs`); the loom model does them under one lock.
 pub(crate) trait Queue<T>: Sized {
     /// A queue holding at most `capacity` items, preallocated.
     fn with_capacity(capacity: usize) -> Self;
