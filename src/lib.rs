@@ -211,8 +211,10 @@
 //! worker, lane and queue wait in its [`Context`]. Lifecycle edges are
 //! [`tracing`](https://docs.rs/tracing) events: worker start/stop and
 //! shutdown begin/end at `debug`, a job panic at `error` (with the worker
-//! index and message), a drop with unfinished work at `warn`. Nothing per job
-//! is logged above `trace`.
+//! index and message), a drop with unfinished work at `warn`. A job that
+//! succeeds logs nothing. A subscriber that panics while recording one of
+//! these events has its panic caught and dropped at the call site: it costs
+//! the event, never a job, a worker or a stop's report.
 #![forbid(unsafe_code)]
 #![doc(test(attr(deny(warnings))))]
 
