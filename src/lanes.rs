@@ -309,6 +309,36 @@ pub(crate) struct Lanes<J> {
     seen_empty_at: [AtomicU64; 3],
 }
 
+#[cfg(not(miri))]
+use quanta::Clock as ClockSource;
+
+#[cfg(miri)]
+use miri_clock::ClockSource;
+
+/// Miri cannot execute `cpuid` or `rdtsc`, which `quanta` needs: under it
+/// the std clock stands in, with the three methods `Clock` uses.
+#[cfg(miri)]
+mod miri_clock {
+    use std::time::Instant;
+
+    #[derive(Debug)]
+    pub(super) struct ClockSource(Instant);
+
+    impl ClockSource {
+        pub(super) fn new() -> ClockSource {
+            ClockSource(Instant::now())
+        }
+
+        pub(super) fn raw(&self) -> u64 {
+            u64::try_from(self.0.elapsed().as_nanos()).unwrap_or(u64::MAX)
+        }
+
+        pub(super) fn delta_as_nanos(&self, start: u64, end: u64) -> u64 {
+            end.saturating_sub(start)
+        }
+    }
+}
+
 /// The pool's clock: nanoseconds since the pool was built, read from the
 /// CPU's time-stamp counter where it is invariant (`quanta`; about 9 ns a
 /// read on the 2-core host, against 24 ns for `Instant::now`, and two reads
@@ -318,7 +348,7 @@ pub(crate) struct Lanes<J> {
 /// gives a zero wait, never a wrapped one.
 #[derive(Debug)]
 struct Clock {
-    source: quanta::Clock,
+    source: ClockSource,
     /// The raw reading at the pool's epoch.
     epoch: u64,
     /// The std clock at the same moment.
@@ -327,7 +357,7 @@ struct Clock {
 
 impl Clock {
     fn new() -> Clock {
-        let source = quanta::Clock::new();
+        let source = ClockSource::new();
         let std_epoch = Instant::now();
         let epoch = source.raw();
         Clock {
