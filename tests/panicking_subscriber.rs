@@ -8,32 +8,10 @@
 
 mod common;
 
-use tracing::span::{Attributes, Id, Record};
-use tracing::{Event, Level, Metadata, Subscriber};
+use tracing::Level;
 
-use common::{guarded, quiet_panics_on};
+use common::{guarded, quiet_panics_on, PanickingSubscriber};
 use triage_pool::{Context, Job, Pool};
-
-/// Panics in every `error` event; ignores everything else.
-struct PanicsOnError;
-
-impl Subscriber for PanicsOnError {
-    fn enabled(&self, _: &Metadata<'_>) -> bool {
-        true
-    }
-    fn new_span(&self, _: &Attributes<'_>) -> Id {
-        Id::from_u64(1)
-    }
-    fn record(&self, _: &Id, _: &Record<'_>) {}
-    fn record_follows_from(&self, _: &Id, _: &Id) {}
-    fn event(&self, event: &Event<'_>) {
-        if *event.metadata().level() == Level::ERROR {
-            panic!("the subscriber panicked on an error event");
-        }
-    }
-    fn enter(&self, _: &Id) {}
-    fn exit(&self, _: &Id) {}
-}
 
 /// What a job does.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -78,7 +56,8 @@ impl Drop for Task {
 fn a_panicking_subscriber_loses_no_job_and_no_worker() {
     guarded(|| {
         quiet_panics_on("subscriber-test");
-        tracing::subscriber::set_global_default(PanicsOnError).expect("first subscriber");
+        tracing::subscriber::set_global_default(PanickingSubscriber(Some(Level::ERROR)))
+            .expect("first subscriber");
         let pool: Pool<Task> = Pool::builder()
             .workers(1)
             .thread_name("subscriber-test")

@@ -14,32 +14,11 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use tracing::span::{Attributes, Id, Record};
-use tracing::{Event, Metadata, Subscriber};
-
 use common::{
-    guarded, quiet_panics_on, thread_count, wait_until, Action, Arrivals, Latch, Ledger, Probe,
+    guarded, quiet_panics_on, thread_count, wait_until, Action, Arrivals, Latch, Ledger,
+    PanickingSubscriber, Probe,
 };
 use triage_pool::{Pool, Priority};
-
-/// Panics in every event.
-struct PanicsOnEveryEvent;
-
-impl Subscriber for PanicsOnEveryEvent {
-    fn enabled(&self, _: &Metadata<'_>) -> bool {
-        true
-    }
-    fn new_span(&self, _: &Attributes<'_>) -> Id {
-        Id::from_u64(1)
-    }
-    fn record(&self, _: &Id, _: &Record<'_>) {}
-    fn record_follows_from(&self, _: &Id, _: &Id) {}
-    fn event(&self, event: &Event<'_>) {
-        panic!("the subscriber panicked on {:?}", event.metadata().name());
-    }
-    fn enter(&self, _: &Id) {}
-    fn exit(&self, _: &Id) {}
-}
 
 /// Every thread of this test (workers and the owner) has this prefix, so
 /// the subscriber's contained panics stay out of the test output.
@@ -61,7 +40,8 @@ fn a_subscriber_panicking_on_every_event_costs_no_worker_job_or_report() {
     guarded(|| {
         quiet_panics_on(PREFIX);
         let threads_before = thread_count();
-        tracing::subscriber::set_global_default(PanicsOnEveryEvent).expect("first subscriber");
+        tracing::subscriber::set_global_default(PanickingSubscriber(None))
+            .expect("first subscriber");
         thread::Builder::new()
             .name(format!("{PREFIX}-owner"))
             .spawn(body)

@@ -449,3 +449,28 @@ pub fn wait_blocked_in_submit<J: Job>(
             .collect::<Vec<_>>()
     );
 }
+
+/// A `tracing` subscriber that panics in every event at `level`, or in
+/// every event at all with `None` (a user bug, but a real one: the pool
+/// must lose nothing to it). Install it with
+/// `tracing::subscriber::set_global_default`, one test per file.
+pub struct PanickingSubscriber(pub Option<tracing::Level>);
+
+impl tracing::Subscriber for PanickingSubscriber {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, event: &tracing::Event<'_>) {
+        let level = *event.metadata().level();
+        if self.0.map_or(true, |only| only == level) {
+            panic!("the subscriber panicked on {:?}", event.metadata().name());
+        }
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
