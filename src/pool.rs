@@ -1015,11 +1015,9 @@ impl<J: Job> Pool<J> {
                     Ok(_) => {
                         let lane =
                             Priority::from_index(usize::from(slot.lane.load(Ordering::Relaxed)));
-                        let running_since = if shared.lanes.timing() {
-                            shared.lanes.instant_at(state - 1)
-                        } else {
-                            Instant::now()
-                        };
+                        // (Without timing, `instant_at` gives now: when
+                        // the stop gave up on the job, as documented.)
+                        let running_since = shared.lanes.instant_at(state - 1);
                         log_event!(warn, pool = shared.id, worker, %lane, "job still running at the stop deadline; abandoning it");
                         abandoned.push(Abandoned {
                             worker,
