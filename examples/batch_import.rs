@@ -321,7 +321,18 @@ fn print_summary(config: &ImportConfig, s: &Summary) {
     row(
         "adverse events",
         s.adverse_events,
-        &format_args!("alerts written: {}", thousands(s.alerts_written)),
+        &format_args!(
+            "alerts written: {}, malformed (rejected): {}{}",
+            thousands(s.alerts_written),
+            thousands(s.adverse_rejected),
+            match s
+                .adverse_events
+                .saturating_sub(s.alerts_written + s.adverse_rejected)
+            {
+                0 => String::new(),
+                other => format!(", rest (duplicates, failed, unrun): {}", thousands(other)),
+            }
+        ),
     );
     println!();
     println!(

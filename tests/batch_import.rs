@@ -377,6 +377,12 @@ fn every_valid_row_is_imported_once_and_every_bad_row_rejected_with_its_reason()
         assert_eq!(visits(&config.database), valid);
         let adverse_valid = assert_one_alert_per_valid_adverse_event(&manifest, &config.database);
         assert_eq!(summary.alerts_written, adverse_valid.len() as u64);
+        let adverse_malformed = ids(&manifest, |row| row.adverse_event && row.defect.is_some());
+        assert_eq!(summary.adverse_rejected, adverse_malformed.len() as u64);
+        assert_eq!(
+            summary.adverse_events,
+            summary.alerts_written + summary.adverse_rejected
+        );
 
         let rejects = rejects(&config.rejects);
         assert_eq!(rejects.keys().cloned().collect::<BTreeSet<_>>(), bad);

@@ -47,7 +47,7 @@ use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use triage_pool::{BuildError, Pool, Priority, Stats, StopError, StopReport};
+use triage_pool::{BuildError, Job, Pool, Priority, Stats, StopError, StopReport};
 
 use self::job::{ImportJob, JobShared, QueueWaits};
 use self::store::{Counts, DbSettings, Unwritten, Writer};
@@ -230,6 +230,10 @@ pub(crate) struct Summary {
     pub(crate) adverse_events: u64,
     /// Adverse events committed with their alert.
     pub(crate) alerts_written: u64,
+    /// Adverse events rejected as malformed rows (in the rejects file, no
+    /// alert). The other adverse events without an alert (refused as
+    /// duplicates, failed, unrun) are wherever their outcome puts them.
+    pub(crate) adverse_rejected: u64,
     /// Jobs that panicked after staging their record (a bug, logged). The
     /// writer has their records, so they are counted where it put them
     /// (committed, rejected as duplicates, or failed), not here.
@@ -471,6 +475,7 @@ pub(crate) fn run(
         not_submitted: fed.refused.len() as u64,
         adverse_events: fed.adverse_events,
         alerts_written: rows.alerts,
+        adverse_rejected: 0,
         panicked_after_staging: 0,
         rows,
         stopped_early: fed.stopped_early || stop.is_requested(),
@@ -727,6 +732,9 @@ fn sort_leftovers(
     for failed in report.failed {
         // A job fails only for a malformed row.
         summary.rejected += 1;
+        if failed.job.priority() == Priority::Urgent {
+            summary.adverse_rejected += 1;
+        }
         let reason = failed.error.to_string();
         tracing::debug!(line = failed.job.line(), %reason, "record rejected");
         rejects.push(Leftover {
