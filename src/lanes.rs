@@ -619,18 +619,24 @@ impl<J> Lanes<J> {
     }
 
     /// Waits until `is_idle` holds, re-checking whenever a job finishes or
-    /// a worker goes idle or exits.
-    pub(crate) fn wait_idle(&self, is_idle: impl Fn() -> bool) {
+    /// a worker goes idle or exits, or until `deadline` (if any) passes.
+    /// Returns whether `is_idle` held; it is checked once more after the
+    /// deadline, so an idle pool is reported idle however late the waiter
+    /// woke.
+    pub(crate) fn wait_idle(&self, is_idle: impl Fn() -> bool, deadline: Option<Instant>) -> bool {
         let mut guard = self.idle.lock.lock();
         loop {
             self.idle.count.fetch_add(1, Ordering::SeqCst);
             fence(Ordering::SeqCst);
             if is_idle() {
                 self.idle.count.fetch_sub(1, Ordering::SeqCst);
-                return;
+                return true;
             }
-            self.idle.wait(&mut guard, None);
+            let timed_out = self.idle.wait(&mut guard, deadline);
             self.idle.count.fetch_sub(1, Ordering::SeqCst);
+            if timed_out {
+                return is_idle();
+            }
         }
     }
 

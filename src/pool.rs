@@ -443,7 +443,8 @@ impl<J: Job> Submitter<J> {
     /// panicked, or handed back by a stop). Jobs submitted concurrently by
     /// other threads may extend the wait; it returns as soon as the pool is
     /// idle even if more jobs arrive right after. After a stop has finished,
-    /// returns at once.
+    /// returns at once. To wait with a bound (and report progress between
+    /// tries), use [`wait_idle_timeout`](Self::wait_idle_timeout).
     ///
     /// # Errors
     ///
@@ -474,8 +475,60 @@ impl<J: Job> Submitter<J> {
         if worker::on_worker_of(self.shared.id) {
             return Err(StopError::OnWorkerThread);
         }
-        self.shared.lanes.wait_idle(|| self.shared.is_idle());
+        self.shared.lanes.wait_idle(|| self.shared.is_idle(), None);
         Ok(())
+    }
+
+    /// Like [`wait_idle`](Self::wait_idle), but gives up after `timeout`:
+    /// returns `Ok(true)` if the pool became idle (in the sense of
+    /// `wait_idle`), `Ok(false)` if the timeout passed first. Nothing is
+    /// cancelled or handed back by a timeout; the jobs keep running. Made
+    /// for a progress loop that wakes now and then to report
+    /// [`stats`](Self::stats) while it waits.
+    ///
+    /// A zero timeout checks once without waiting; a timeout too large
+    /// for the clock (such as `Duration::MAX`) waits like `wait_idle`.
+    /// The answer is checked once more when the timeout passes, so an
+    /// idle pool is never reported busy because the waiting thread woke
+    /// late. Like `wait_idle`, it returns `Ok(true)` at once after a stop
+    /// has finished.
+    ///
+    /// # Errors
+    ///
+    /// [`StopError::OnWorkerThread`] if called from one of this pool's
+    /// worker threads (inside a job or a worker hook), whatever the
+    /// timeout: the caller's own job keeps the pool from being idle.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use triage_pool::{FnJob, Pool};
+    ///
+    /// let pool: Pool<FnJob> = Pool::builder().workers(2).build()?;
+    /// for _ in 0..1_000 {
+    ///     pool.submit(FnJob::new(|_| ()))?;
+    /// }
+    /// while !pool.wait_idle_timeout(Duration::from_millis(100))? {
+    ///     let stats = pool.stats();
+    ///     eprintln!("{} of {} done", stats.finished(), stats.accepted());
+    /// }
+    /// assert_eq!(pool.stats().pending(), 0);
+    /// pool.stop()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn wait_idle_timeout(&self, timeout: Duration) -> Result<bool, StopError> {
+        if worker::on_worker_of(self.shared.id) {
+            return Err(StopError::OnWorkerThread);
+        }
+        let deadline = Instant::now().checked_add(timeout);
+        if timeout.is_zero() {
+            return Ok(self.shared.is_idle());
+        }
+        Ok(self
+            .shared
+            .lanes
+            .wait_idle(|| self.shared.is_idle(), deadline))
     }
 
     /// Takes the jobs that failed so far (with their errors), leaving the

@@ -7,7 +7,7 @@ mod common;
 
 use std::sync::{mpsc, Arc};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{
     block_workers, guarded, submit_in_thread, wait_blocked_in_submit, Action, Latch, Ledger, Probe,
@@ -129,8 +129,25 @@ fn refuses_on_its_own_worker_and_returns_at_once_after_stop() {
         }))
         .expect("submit");
         assert_eq!(rx.recv().expect("job ran"), Err(StopError::OnWorkerThread));
+        for timeout in [Duration::ZERO, Duration::from_millis(1), Duration::MAX] {
+            let (tx, rx) = mpsc::channel();
+            let inner = Arc::clone(&pool);
+            pool.submit(FnJob::new(move |_| {
+                tx.send(inner.wait_idle_timeout(timeout))
+                    .expect("test alive");
+            }))
+            .expect("submit");
+            assert_eq!(
+                rx.recv().expect("job ran"),
+                Err(StopError::OnWorkerThread),
+                "wait_idle_timeout({timeout:?}) on its own worker"
+            );
+        }
         pool.stop().expect("stop");
         pool.wait_idle().expect("after stop");
+        for timeout in [Duration::ZERO, Duration::MAX] {
+            assert_eq!(pool.wait_idle_timeout(timeout), Ok(true), "{timeout:?}");
+        }
         assert_eq!(pool.stats().pending(), 0);
     });
 }
@@ -170,4 +187,63 @@ fn a_waiter_asleep_through_stop_now_returns_once_the_queue_is_handed_back() {
             assert_eq!(ledger.total_runs(), 1);
         });
     }
+}
+
+/// `wait_idle_timeout` reports a busy pool as busy once its timeout has
+/// passed (and not before), leaves the jobs alone, and reports the pool
+/// idle as soon as the last job finishes; zero checks without waiting and
+/// `Duration::MAX` waits like `wait_idle`.
+#[test]
+fn wait_idle_timeout_gives_up_at_its_deadline_and_sees_the_pool_go_idle() {
+    guarded(|| {
+        let ledger = Ledger::new(3);
+        let latch = Latch::new();
+        let pool = Arc::new(Pool::builder().workers(1).build().expect("pool"));
+        block_workers(&pool, &ledger, 0..1, &Action::Wait(Arc::clone(&latch)));
+        pool.submit(Probe::new(1, &ledger)).expect("submit");
+
+        assert_eq!(pool.wait_idle_timeout(Duration::ZERO), Ok(false));
+        let timeout = Duration::from_millis(50);
+        let start = Instant::now();
+        assert_eq!(pool.wait_idle_timeout(timeout), Ok(false));
+        assert!(
+            start.elapsed() >= timeout,
+            "gave up after {:?}, before its timeout",
+            start.elapsed()
+        );
+        // The timeout cancelled nothing: the job is still running and the
+        // queued one still queued.
+        let stats = pool.stats();
+        assert_eq!((stats.pending(), stats.queued_total()), (2, 1), "{stats:?}");
+
+        // A waiter without a usable deadline returns once the pool is idle.
+        let (tx, rx) = mpsc::channel();
+        let waiter = {
+            let pool = Arc::clone(&pool);
+            thread::spawn(move || {
+                tx.send(pool.wait_idle_timeout(Duration::MAX))
+                    .expect("test alive");
+            })
+        };
+        assert!(
+            rx.recv_timeout(STILL_WAITING).is_err(),
+            "wait_idle_timeout(MAX) returned while a job was running"
+        );
+        latch.open();
+        assert_eq!(
+            rx.recv_timeout(common::LIMIT)
+                .expect("wait_idle_timeout(MAX) never returned"),
+            Ok(true)
+        );
+        waiter.join().expect("waiter");
+        assert_eq!(ledger.total_runs(), 2);
+        assert_eq!(pool.wait_idle_timeout(Duration::ZERO), Ok(true));
+
+        // Still running: a new job makes it busy again, then idle.
+        pool.submit(Probe::new(2, &ledger))
+            .expect("pool still running");
+        assert_eq!(pool.wait_idle_timeout(common::LIMIT), Ok(true));
+        assert_eq!(ledger.runs(2), 1);
+        assert!(pool.stop().expect("stop").is_clean());
+    });
 }
