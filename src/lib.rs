@@ -207,7 +207,10 @@
 //! # Observability
 //!
 //! [`Submitter::stats`] returns a cheap [`Stats`] snapshot (lane depths, busy
-//! workers, ledger counters) for a progress bar. Each running job sees its
+//! workers, ledger counters) for a progress bar; its `Display` is one line
+//! for a log, and [`Submitter::wait_idle_timeout`] lets a loop print it
+//! while a batch runs. A [`StopReport`] displays its counts the same way.
+//! Each running job sees its
 //! worker, lane and queue wait in its [`Context`]. Lifecycle edges are
 //! [`tracing`](https://docs.rs/tracing) events: worker start/stop and
 //! shutdown begin/end at `debug`, a job panic at `error` (with the worker

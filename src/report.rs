@@ -248,6 +248,45 @@ impl<J: Job> StopReport<J> {
     }
 }
 
+/// One line with the count of each terminal state, for a log or the end of
+/// a run, such as `10 jobs: 8 succeeded, 2 failed, 0 panicked, 0 unrun,
+/// 0 abandoned`. The jobs themselves are not printed (they need not be
+/// `Debug` or `Display`); walk the report's vectors for them.
+///
+/// The exact wording is for people, not parsers, and may change between
+/// versions.
+///
+/// # Examples
+///
+/// ```
+/// use triage_pool::{FnJob, Pool};
+///
+/// let pool: Pool<FnJob> = Pool::builder().workers(2).build()?;
+/// for i in 0..10 {
+///     pool.submit(FnJob::fallible(move |_| if i % 5 == 0 { Err("multiple of 5") } else { Ok(()) }))?;
+/// }
+/// let report = pool.stop()?;
+/// assert_eq!(
+///     report.to_string(),
+///     "10 jobs: 8 succeeded, 2 failed, 0 panicked, 0 unrun, 0 abandoned"
+/// );
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+impl<J: Job> fmt::Display for StopReport<J> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} jobs: {} succeeded, {} failed, {} panicked, {} unrun, {} abandoned",
+            self.total(),
+            self.succeeded,
+            self.failed.len(),
+            self.panicked.len(),
+            self.unrun.len(),
+            self.abandoned.len()
+        )
+    }
+}
+
 impl<J: Job> fmt::Debug for StopReport<J> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("StopReport")

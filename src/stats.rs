@@ -5,6 +5,7 @@
 //! store, not a contended read-modify-write. A snapshot sums them.
 
 use crate::sync::{AtomicU64, AtomicU8, Ordering};
+use std::fmt;
 use std::time::Duration;
 
 use crossbeam_utils::CachePadded;
@@ -304,6 +305,79 @@ impl Stats {
     /// ```
     pub fn finished(&self) -> u64 {
         self.succeeded + self.failed + self.panicked + self.unrun + self.abandoned
+    }
+}
+
+/// One line for a log or a progress display: the workers, each lane's
+/// depth against its capacity (with the age of its oldest job when it has
+/// one), and the ledger — the accepted jobs split into their terminal
+/// states and the ones still pending — then the refused submits.
+///
+/// The exact wording is for people, not parsers, and may change between
+/// versions; read the getters to compute with the numbers.
+///
+/// # Examples
+///
+/// ```
+/// use triage_pool::{FnJob, Pool};
+///
+/// let pool: Pool<FnJob> = Pool::builder().workers(2).reserved_urgent_workers(1).build()?;
+/// pool.submit(FnJob::fallible(|_| Err("bad row")))?;
+/// pool.submit(FnJob::new(|_| ()))?;
+/// pool.stop()?;
+/// assert_eq!(
+///     pool.stats().to_string(),
+///     "workers: 2 general + 1 urgent, 0 busy; \
+///      queued: urgent 0/256, normal 0/1024, bulk 0/1024; \
+///      accepted 2: 1 succeeded, 1 failed, 0 panicked, 0 unrun, 0 abandoned, 0 pending; \
+///      refused 0"
+/// );
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+impl fmt::Display for Stats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "workers: {} general + {} urgent, {} busy; queued:",
+            self.workers, self.reserved_urgent_workers, self.busy
+        )?;
+        for lane in Priority::ALL {
+            let i = lane.index();
+            let sep = if i == 0 { "" } else { "," };
+            write!(f, "{sep} {lane} {}/{}", self.queued[i], self.capacity[i])?;
+            if let Some(wait) = self.oldest_wait[i] {
+                write!(f, " (oldest {})", HumanDuration(wait))?;
+            }
+        }
+        write!(
+            f,
+            "; accepted {}: {} succeeded, {} failed, {} panicked, {} unrun, {} abandoned, {} pending; refused {}",
+            self.accepted,
+            self.succeeded,
+            self.failed,
+            self.panicked,
+            self.unrun,
+            self.abandoned,
+            self.pending(),
+            self.refused
+        )
+    }
+}
+
+/// A duration rounded for people: whole microseconds below a millisecond,
+/// milliseconds with one decimal below a second, else seconds with two.
+struct HumanDuration(Duration);
+
+impl fmt::Display for HumanDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let d = self.0;
+        if d < Duration::from_millis(1) {
+            write!(f, "{} µs", d.as_micros())
+        } else if d < Duration::from_secs(1) {
+            write!(f, "{:.1} ms", d.as_secs_f64() * 1e3)
+        } else {
+            write!(f, "{:.2} s", d.as_secs_f64())
+        }
     }
 }
 

@@ -323,3 +323,51 @@ fn refused_submits_on_a_stopped_pool_never_show_as_accepted() {
         assert_eq!(counters(&stats), (1, 1, 0, 0, 0, 0, refused));
     });
 }
+
+/// The one-line `Display` of a snapshot shows what the getters say: busy
+/// workers, each lane's depth against its capacity with the age of its
+/// oldest job only where jobs wait, and the ledger with its pending jobs.
+#[test]
+fn display_reads_like_the_getters() {
+    guarded(|| {
+        let ledger = Ledger::new(4);
+        let latch = Latch::new();
+        let pool = pool(1);
+        block_workers(&pool, &ledger, 0..1, &Action::Wait(Arc::clone(&latch)));
+        pool.try_submit_to(Priority::Normal, Probe::new(1, &ledger))
+            .expect("room");
+        pool.try_submit_to(Priority::Normal, Probe::new(2, &ledger))
+            .expect("room");
+        pool.try_submit_to(Priority::Bulk, Probe::new(3, &ledger))
+            .expect("room");
+        let line = pool.stats().to_string();
+        assert!(
+            line.starts_with(
+                "workers: 1 general + 0 urgent, 1 busy; queued: urgent 0/8, normal 2/64 (oldest "
+            ),
+            "{line}"
+        );
+        // Only the lanes holding jobs have an oldest wait.
+        assert_eq!(line.matches("(oldest ").count(), 2, "{line}");
+        assert!(line.contains(", bulk 1/4 (oldest "), "{line}");
+        assert!(
+            line.ends_with(
+                "; accepted 4: 0 succeeded, 0 failed, 0 panicked, 0 unrun, 0 abandoned, 4 pending; refused 0"
+            ),
+            "{line}"
+        );
+        latch.open();
+        let report = pool.stop().expect("stop");
+        assert_eq!(
+            report.to_string(),
+            "4 jobs: 4 succeeded, 0 failed, 0 panicked, 0 unrun, 0 abandoned"
+        );
+        assert!(
+            pool.stats().to_string().contains(
+                "accepted 4: 4 succeeded, 0 failed, 0 panicked, 0 unrun, 0 abandoned, 0 pending"
+            ),
+            "{}",
+            pool.stats()
+        );
+    });
+}
