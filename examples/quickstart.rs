@@ -20,13 +20,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     pool.submit(FnJob::new(|_| println!("urgent job")).with_priority(Priority::Urgent))?;
 
     let report = pool.stop()?;
-    println!(
-        "succeeded {}, failed {}, panicked {}, unrun {}",
-        report.succeeded,
-        report.failed.len(),
-        report.panicked.len(),
-        report.unrun.len()
-    );
+    println!("{report}"); // 13 jobs: 11 succeeded, 1 failed, 1 panicked, 0 unrun, 0 abandoned
     for failed in &report.failed {
         println!("failed on worker {}: {}", failed.worker, failed.error);
     }
