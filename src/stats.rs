@@ -12,6 +12,7 @@ use crossbeam_utils::CachePadded;
 
 use crate::job::Priority;
 use crate::lanes::Lanes;
+use crate::latency::{HumanDuration, WaitRecorder};
 
 /// `WorkerSlot::state` value of a worker that is not running a job.
 pub(crate) const IDLE: u64 = 0;
@@ -44,6 +45,8 @@ pub(crate) struct WorkerSlot {
     /// Per lane: acceptance time (pool nanoseconds) of the last job this
     /// worker took from it. Bounds the age of the lane's oldest queued job.
     pub(crate) taken_accepted_at: [AtomicU64; 3],
+    /// Queue waits of the jobs this worker started, per lane.
+    pub(crate) waits: WaitRecorder,
 }
 
 impl WorkerSlot {
@@ -361,23 +364,6 @@ impl fmt::Display for Stats {
             self.pending(),
             self.refused
         )
-    }
-}
-
-/// A duration rounded for people: whole microseconds below a millisecond,
-/// milliseconds with one decimal below a second, else seconds with two.
-struct HumanDuration(Duration);
-
-impl fmt::Display for HumanDuration {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let d = self.0;
-        if d < Duration::from_millis(1) {
-            write!(f, "{} µs", d.as_micros())
-        } else if d < Duration::from_secs(1) {
-            write!(f, "{:.1} ms", d.as_secs_f64() * 1e3)
-        } else {
-            write!(f, "{:.2} s", d.as_secs_f64())
-        }
     }
 }
 

@@ -173,6 +173,7 @@ fn work<J: Job>(shared: &Shared<J>, index: usize, picker: &mut Picker, role: Rol
     // once per stretch of work).
     let mut ran = false;
     let idle_hook = shared.hooks.idle.as_ref();
+    let timing = shared.lanes.timing();
     loop {
         if shared.discard.load(Ordering::Acquire) {
             break;
@@ -214,8 +215,11 @@ fn work<J: Job>(shared: &Shared<J>, index: usize, picker: &mut Picker, role: Rol
             break;
         }
         slot.state.store(running, Ordering::Release);
-        let queue_wait = Duration::from_nanos(start.saturating_sub(envelope.accepted_at));
-        ctx.set_job(lane, queue_wait);
+        let waited = start.saturating_sub(envelope.accepted_at);
+        if timing {
+            slot.waits.record(lane.index(), waited);
+        }
+        ctx.set_job(lane, Duration::from_nanos(waited));
         let mut job = envelope.job;
         let outcome = unwind::catch(|| job.run(&ctx));
         // Still marked running: a succeeded job's `Drop` runs here, so a
