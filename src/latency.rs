@@ -102,6 +102,7 @@ impl WaitRecorder {
     /// Records a job that waited `nanos` in lane `lane` (`Priority::index`).
     /// Only the owning worker may call it.
     #[cfg_attr(loom, allow(unused_variables))]
+    #[inline]
     pub(crate) fn record(&self, lane: usize, nanos: u64) {
         #[cfg(not(loom))]
         {
