@@ -402,7 +402,7 @@ fn print_summary(config: &ImportConfig, s: &Summary) {
 fn latency_row(lane: &str, latency: &Latency) {
     println!(
         "  {lane:<16} {:>9}  {:>9} {:>9} {:>9}",
-        thousands(latency.count as u64),
+        thousands(latency.count),
         millis(latency.p50),
         millis(latency.p99),
         millis(latency.max),

@@ -218,7 +218,7 @@ fn assert_accounted(summary: &Summary) {
     assert_eq!(summary.pool.panicked(), summary.panicked_after_staging);
     // Every adverse event that ran has a queue-wait sample; after a stop,
     // some may have been handed back unrun instead.
-    let urgent_ran = summary.urgent_wait.count as u64;
+    let urgent_ran = summary.urgent_wait.count;
     if summary.stopped_early {
         assert!(urgent_ran <= summary.adverse_events);
     } else {

@@ -47,9 +47,11 @@ use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use triage_pool::{BuildError, Job, Pool, Priority, Stats, StopError, StopReport};
+use triage_pool::{
+    BuildError, Job, LatencyHistogram, Pool, Priority, Stats, StopError, StopReport,
+};
 
-use self::job::{ImportJob, JobShared, QueueWaits};
+use self::job::{ImportJob, JobShared};
 use self::store::{Counts, DbSettings, Unwritten, Writer};
 pub(crate) use self::store::{RetryPolicy, Rows, BATCH_ROWS};
 
@@ -178,12 +180,13 @@ pub(crate) trait Observer: Sync {
 /// Watches nothing.
 impl Observer for () {}
 
-/// Queue-wait percentiles of one lane (submit to start of `run`).
+/// Queue-wait percentiles of one lane (submit to start of `run`), read
+/// from the pool's own histogram of the lane.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Latency {
     /// Jobs measured.
-    pub(crate) count: usize,
-    /// Median.
+    pub(crate) count: u64,
+    /// Median (the pool reports quantiles at most 12.5 % high).
     pub(crate) p50: Duration,
     /// 99th percentile.
     pub(crate) p99: Duration,
@@ -191,18 +194,13 @@ pub(crate) struct Latency {
     pub(crate) max: Duration,
 }
 
-impl Latency {
-    /// Percentiles (nearest rank) of `sorted`, which is sorted ascending.
-    fn of(sorted: &[Duration]) -> Latency {
-        let rank = |percent: usize| {
-            let index = (sorted.len() * percent).div_ceil(100).saturating_sub(1);
-            sorted.get(index).copied().unwrap_or_default()
-        };
+impl From<&LatencyHistogram> for Latency {
+    fn from(waits: &LatencyHistogram) -> Latency {
         Latency {
-            count: sorted.len(),
-            p50: rank(50),
-            p99: rank(99),
-            max: sorted.last().copied().unwrap_or_default(),
+            count: waits.count(),
+            p50: waits.quantile(0.5).unwrap_or_default(),
+            p99: waits.quantile(0.99).unwrap_or_default(),
+            max: waits.max().unwrap_or_default(),
         }
     }
 }
@@ -441,11 +439,9 @@ pub(crate) fn run(
         source,
     };
     let before = store::prepare(&db).map_err(db_error)?;
-    let threads = pool.stats().workers() + pool.stats().reserved_urgent_workers();
     let shared = Arc::new(JobShared {
         headers: input.headers.clone(),
         writer: Arc::clone(&writer),
-        waits: QueueWaits::new(threads),
         #[cfg(test)]
         panic_after_staging: config.panic_after_staging.clone(),
     });
@@ -481,8 +477,8 @@ pub(crate) fn run(
         stopped_early: fed.stopped_early || stop.is_requested(),
         input_error: fed.input_error,
         elapsed: Duration::ZERO,
-        urgent_wait: Latency::of(&shared.waits.sorted(Priority::Urgent)),
-        normal_wait: Latency::of(&shared.waits.sorted(Priority::Normal)),
+        urgent_wait: Latency::from(&pool.queue_wait_histogram(Priority::Urgent)),
+        normal_wait: Latency::from(&pool.queue_wait_histogram(Priority::Normal)),
         pool: stats,
         before,
         after: before,

@@ -17,61 +17,13 @@
 //! accounts for it (database, duplicate, or failed), so the import must not
 //! count it a second time.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use triage_pool::{Context, Job, Priority};
 
 use super::record::{Invalid, Visit};
 use super::store::{Staged, Writer};
-
-/// How long jobs waited in their lane before a worker started them.
-///
-/// One list per worker, so recording a wait never contends with another
-/// worker: `samples[worker]` holds `(lane, wait)` pairs.
-#[derive(Debug)]
-pub(crate) struct QueueWaits {
-    /// Indexed by `Context::worker_index`.
-    samples: Vec<Mutex<Vec<(Priority, Duration)>>>,
-}
-
-impl QueueWaits {
-    /// Room for `workers` workers (general and reserved together).
-    pub(crate) fn new(workers: usize) -> QueueWaits {
-        QueueWaits {
-            samples: (0..workers).map(|_| Mutex::default()).collect(),
-        }
-    }
-
-    fn record(&self, worker: usize, lane: Priority, wait: Duration) {
-        if let Some(samples) = self.samples.get(worker) {
-            // A poisoned lock only means a job panicked mid-push; the
-            // samples are still plain numbers.
-            samples
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .push((lane, wait));
-        }
-    }
-
-    /// The recorded waits of `lane`, sorted.
-    pub(crate) fn sorted(&self, lane: Priority) -> Vec<Duration> {
-        let mut waits: Vec<Duration> = self
-            .samples
-            .iter()
-            .flat_map(|samples| {
-                let samples = samples.lock().unwrap_or_else(PoisonError::into_inner);
-                samples
-                    .iter()
-                    .filter(|(l, _)| *l == lane)
-                    .map(|(_, wait)| *wait)
-                    .collect::<Vec<_>>()
-            })
-            .collect();
-        waits.sort_unstable();
-        waits
-    }
-}
 
 /// What every job of one import shares.
 #[derive(Debug)]
@@ -80,8 +32,6 @@ pub(crate) struct JobShared {
     pub(crate) headers: csv::ByteRecord,
     /// Stages and writes the records.
     pub(crate) writer: Arc<Writer>,
-    /// Queue waits, for the latency report.
-    pub(crate) waits: QueueWaits,
     /// Test only: input lines whose jobs panic right after staging.
     #[cfg(test)]
     pub(crate) panic_after_staging: Vec<u64>,
@@ -149,9 +99,6 @@ impl Job for ImportJob {
     /// stays staged and the worker's hooks write it before the stop returns.
     fn run(&mut self, ctx: &Context) -> Result<(), Invalid> {
         let shared = &*self.shared;
-        shared
-            .waits
-            .record(ctx.worker_index(), ctx.lane(), ctx.queue_wait());
         let visit = Visit::from_record(&shared.headers, &self.record)?;
         shared.writer.stage(Staged {
             line: self.line,
