@@ -92,6 +92,42 @@ impl<J> fmt::Debug for Builder<J> {
     }
 }
 
+/// A copy of every setting, hooks included (the copy shares the hook
+/// closures). Clone a builder to build several pools with one
+/// configuration, since [`build`](Builder::build) consumes it. Written by
+/// hand so that `J` need not be `Clone`.
+///
+/// # Examples
+///
+/// ```
+/// use triage_pool::{FnJob, Pool, Priority};
+///
+/// let template = Pool::<FnJob>::builder().workers(2).capacity(Priority::Bulk, 64);
+/// let imports = template.clone().thread_name("import").build()?;
+/// let exports = template.thread_name("export").build()?;
+/// assert_eq!(imports.stats().capacity(Priority::Bulk), exports.stats().capacity(Priority::Bulk));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+impl<J> Clone for Builder<J> {
+    fn clone(&self) -> Self {
+        Builder {
+            workers: self.workers,
+            reserved: self.reserved,
+            capacity: self.capacity,
+            low_water: self.low_water,
+            starvation_bound: self.starvation_bound,
+            thread_name: self.thread_name.clone(),
+            stack_size: self.stack_size,
+            timing: self.timing,
+            hooks: self.hooks.clone(),
+            general_nice: self.general_nice,
+            #[cfg(test)]
+            fail_spawn_at: self.fail_spawn_at,
+            job: PhantomData,
+        }
+    }
+}
+
 impl<J: Job> Default for Builder<J> {
     fn default() -> Self {
         Builder::new()

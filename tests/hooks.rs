@@ -355,3 +355,54 @@ fn panicking_idle_hook_is_contained() {
         assert_eq!(pool.stop().expect("stop").succeeded, 4);
     });
 }
+
+/// A cloned builder keeps every setting, hooks included: two pools built
+/// from one template both run its start and stop hooks, with their own
+/// thread names and worker counts.
+#[test]
+fn a_cloned_builder_keeps_its_hooks_and_settings() {
+    guarded(|| {
+        let names = Arc::new(Mutex::new(Vec::new()));
+        let (starts, stops) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let template = {
+            let (names, starts, stops) =
+                (Arc::clone(&names), Arc::clone(&starts), Arc::clone(&stops));
+            Pool::<FnJob>::builder()
+                .workers(2)
+                .capacity(Priority::Bulk, 3)
+                .on_worker_start(move |_| {
+                    starts.fetch_add(1, Ordering::SeqCst);
+                    let name = std::thread::current().name().map(str::to_owned);
+                    names
+                        .lock()
+                        .expect("names")
+                        .push(name.expect("named worker"));
+                })
+                .on_worker_stop(move |_| {
+                    stops.fetch_add(1, Ordering::SeqCst);
+                })
+        };
+        let first = template
+            .clone()
+            .thread_name("first")
+            .build()
+            .expect("first");
+        let second = template.thread_name("second").build().expect("second");
+        for pool in [&first, &second] {
+            assert_eq!(pool.stats().workers(), 2);
+            assert_eq!(pool.stats().capacity(Priority::Bulk), 3);
+        }
+        first.stop().expect("stop first");
+        second.stop().expect("stop second");
+        assert_eq!(starts.load(Ordering::SeqCst), 4);
+        assert_eq!(stops.load(Ordering::SeqCst), 4);
+        let names = names.lock().expect("names");
+        for prefix in ["first", "second"] {
+            assert_eq!(
+                names.iter().filter(|n| n.starts_with(prefix)).count(),
+                2,
+                "{names:?}"
+            );
+        }
+    });
+}
