@@ -203,9 +203,13 @@ struct Gate {
 // path) and — the fenced backstop against a stale relaxed read — a worker
 // about to sleep because the lanes are empty, which is where a running
 // pool's worker always goes after the last job. Where no worker's idle path
-// follows, the wake-up itself is fenced: a worker exiting, a stop counting
-// the jobs it hands back (after the last worker exited), and a refused
-// submit taking its acceptance back (the workers may all be asleep by then).
+// follows, the wake-up itself is fenced: a worker leaving its loop (before
+// its hooks, which may wait for the waiter: a worker that a stop's
+// `discard` sent out of the loop never reached the idle path), a worker
+// exiting, a stop counting the jobs it hands back (after the last worker
+// exited), and a refused submit taking its acceptance back (the workers may
+// all be asleep by then). Both fenced wake-ups on a worker's way out
+// (`take`'s idle path, the loop's exit) come before any user hook runs.
 
 /// One group of sleepers: idle workers, or producers waiting for room.
 #[derive(Debug)]

@@ -337,6 +337,66 @@ fn wait_idle_races_an_idle_hook_that_waits_for_it() {
     });
 }
 
+/// Like `wait_idle_races_an_idle_hook_that_waits_for_it`, but the worker
+/// leaves its loop through a concurrent `stop_now`'s `discard` after its
+/// last job, so its idle hook runs from the worker's exit path instead of
+/// `Lanes::take`'s idle path: `wait_idle` must still return without
+/// waiting for the hook (and the stop then finishes).
+///
+/// Injected bug: the fenced wake-up on the worker's exit path (before its
+/// hooks, in `worker::run`) removed, as it was until 2026-11-27 — loom
+/// reported a deadlock in 2 s: the worker's relaxed check after its last
+/// job missed the waiter, the hook waited for the waiter, the waiter slept
+/// on, and `stop_now` waited for the worker. Found by a review.
+#[test]
+fn wait_idle_races_a_discarding_stop_and_a_hook_that_waits_for_it() {
+    model(|| {
+        let runs = Arc::new(Runs::default());
+        let released = Arc::new((Mutex::new(false), Condvar::new()));
+        let hook_released = Arc::clone(&released);
+        let pool: Pool<Probe> = Pool::builder()
+            .workers(1)
+            .capacity(Priority::Normal, 1)
+            .strict_priority()
+            .on_worker_idle(move |_| {
+                let (lock, cv) = &*hook_released;
+                let mut open = lock.lock().unwrap();
+                while !*open {
+                    open = cv.wait(open).unwrap();
+                }
+            })
+            .build()
+            .expect("pool");
+        let pool = Arc::new(pool);
+        let started = Arc::new((Mutex::new(0usize), Condvar::new()));
+        let mut job = Probe::new(0, Priority::Normal, &runs);
+        job.done = Some(Arc::clone(&started));
+        pool.submit(job).expect("submit");
+        let stopper = {
+            let pool = Arc::clone(&pool);
+            loom::thread::spawn(move || {
+                // Once the job runs, the stop cannot hand it back: the pool
+                // is idle as soon as the job is recorded.
+                let (lock, cv) = &*started;
+                let mut n = lock.lock().unwrap();
+                while *n == 0 {
+                    n = cv.wait(n).unwrap();
+                }
+                drop(n);
+                pool.stop_now().expect("stop_now").succeeded
+            })
+        };
+        pool.wait_idle().expect("not on a worker");
+        assert_eq!(runs.get(0), 1);
+        {
+            let (lock, cv) = &*released;
+            *lock.lock().unwrap() = true;
+            cv.notify_all();
+        }
+        assert_eq!(stopper.join().unwrap(), 1);
+    });
+}
+
 /// `stop_now` racing a running worker and both lanes: queued jobs come back
 /// unrun in lane order, the rest ran once, counters balance.
 ///

@@ -239,6 +239,15 @@ impl<J: Job> Submitter<J> {
     /// blocks: a full lane refuses with [`SubmitError::Full`], because every
     /// worker waiting for room only workers can make would deadlock.
     ///
+    /// Blocked producers are not served in order: while one waits for the
+    /// low-water mark, another producer's submit that finds a free slot
+    /// takes it at once. A steady stream of such submits that keeps the
+    /// lane above its low-water mark can therefore keep a blocked producer
+    /// waiting. For producers that must not wait long, use
+    /// [`submit_timeout`](Self::submit_timeout), or raise the lane's
+    /// [`low_water`](crate::Builder::low_water) mark (`capacity - 1` wakes
+    /// them for every freed slot).
+    ///
     /// # Errors
     ///
     /// [`SubmitError::Stopped`] once intake is closed;
@@ -359,7 +368,9 @@ impl<J: Job> Submitter<J> {
     /// While the lane is full it waits like [`submit`](Self::submit) (woken
     /// when the lane has drained to its low-water mark), and at the deadline
     /// tries once more: the job is refused only if its lane is full at the
-    /// deadline.
+    /// deadline. Slots that free up and are taken again by other producers
+    /// before the lane reaches its low-water mark do not wake it, so it can
+    /// time out although the lane had room for a moment during the wait.
     ///
     /// A zero `timeout` only tries once (like [`try_submit`](Self::try_submit),
     /// but a full lane reports [`SubmitTimeoutError::Timeout`]). A timeout too
@@ -1055,8 +1066,11 @@ impl<J: Job> Pool<J> {
             if !shared.wait_live(0, Some(deadline)) {
                 shared.escalate();
                 abandoned = self.abandon_running();
-                // Workers not abandoned are idle or finishing a record:
-                // they exit promptly now that `discard` is up.
+                // Workers not abandoned are idle, finishing a record, or
+                // in a worker hook (idle or stop), so they exit once their
+                // hooks return: `discard` is up. (This may return early if
+                // an abandoned worker exits first; the joins below wait for
+                // every worker not abandoned either way.)
                 shared.wait_live(abandoned.len(), None);
             }
         }
@@ -1101,6 +1115,13 @@ impl<J: Job> Pool<J> {
                     state = slot.state.load(Ordering::SeqCst);
                     continue;
                 }
+                // The same running state can stand for two jobs in a row
+                // (always `1` without timing, or two starts in one
+                // nanosecond), so this exchange could in principle land on
+                // a later job than the one read. It cannot: `discard` was
+                // stored (SeqCst) before the first load above, so a worker
+                // starting any later job sees it at its `STARTING` check and
+                // hands that job back instead of running it.
                 match slot.state.compare_exchange(
                     state,
                     ABANDONED,

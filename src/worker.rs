@@ -145,7 +145,15 @@ fn run<J: Job>(shared: &Shared<J>, index: usize, mut picker: Picker, role: Role)
         "on_worker_start",
         shared.hooks.start.as_ref(),
     );
-    if work(shared, index, &mut picker, role) {
+    let ran = work(shared, index, &mut picker, role);
+    // Wakes a `wait_idle` caller (fenced) before any hook: a worker that
+    // left through a stop's `discard` never reached the idle path's
+    // fenced wake-up in `Lanes::take`, and only did the relaxed check after
+    // its last job, which can miss a waiter that registered meanwhile. The
+    // hooks below may wait for that caller (loom model
+    // `wait_idle_races_a_discarding_stop_and_a_hook_that_waits_for_it`).
+    shared.lanes.wake_idle_waiters_fenced();
+    if ran {
         // Left without running out of work (a stop discarded the queue or
         // abandoned this worker's job): flush like an idle worker would.
         call_hook(
@@ -191,7 +199,6 @@ fn work<J: Job>(shared: &Shared<J>, index: usize, picker: &mut Picker, role: Rol
         let Some((lane, envelope)) = taken else {
             break;
         };
-        ran = true;
         let start = shared.lanes.stamp();
         let running = start.saturating_add(1).min(STARTING - 1);
         slot.lane.store(lane.index() as u8, Ordering::Relaxed);
@@ -215,6 +222,7 @@ fn work<J: Job>(shared: &Shared<J>, index: usize, picker: &mut Picker, role: Rol
             break;
         }
         slot.state.store(running, Ordering::Release);
+        ran = true;
         let waited = start.saturating_sub(envelope.accepted_at);
         if timing {
             slot.waits.record(lane.index(), waited);
