@@ -347,10 +347,12 @@ fn wait_idle_races_an_idle_hook_that_waits_for_it() {
 /// hooks, in `worker::run`) removed, as it was until 2026-11-27 — loom
 /// reported a deadlock in 2 s: the worker's relaxed check after its last
 /// job missed the waiter, the hook waited for the waiter, the waiter slept
-/// on, and `stop_now` waited for the worker. Found by a review.
+/// on, and `stop_now` waited for the worker. Found by a review. Bound
+/// capped at 2 (about a minute and a half; 3 takes over a quarter of an
+/// hour).
 #[test]
 fn wait_idle_races_a_discarding_stop_and_a_hook_that_waits_for_it() {
-    model(|| {
+    model_capped(2, || {
         let runs = Arc::new(Runs::default());
         let released = Arc::new((Mutex::new(false), Condvar::new()));
         let hook_released = Arc::clone(&released);
