@@ -197,6 +197,34 @@ impl LatencyHistogram {
         }
     }
 
+    /// Adds `other`'s jobs to this histogram, as if both had been
+    /// recorded in one: for a report over several lanes or several pools.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use triage_pool::{FnJob, Pool, Priority};
+    ///
+    /// let pool: Pool<FnJob> = Pool::builder().workers(1).build()?;
+    /// pool.submit_to(Priority::Urgent, FnJob::new(|_| ()))?;
+    /// pool.submit_to(Priority::Bulk, FnJob::new(|_| ()))?;
+    /// pool.stop()?;
+    /// let mut all = pool.queue_wait_histogram(Priority::Urgent);
+    /// let (urgent_max, bulk) = (all.max(), pool.queue_wait_histogram(Priority::Bulk));
+    /// all.merge(&bulk);
+    /// assert_eq!(all.count(), 2);
+    /// assert_eq!(all.max(), urgent_max.max(bulk.max()));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn merge(&mut self, other: &LatencyHistogram) {
+        for (total, count) in self.buckets.iter_mut().zip(other.buckets.iter()) {
+            *total += count;
+        }
+        self.count += other.count;
+        self.sum = self.sum.saturating_add(other.sum);
+        self.max = self.max.max(other.max);
+    }
+
     /// How many jobs were recorded.
     ///
     /// # Examples
@@ -423,6 +451,35 @@ mod tests {
         recorder.add_to(0, &mut other_lane);
         assert!(other_lane.is_empty());
         assert_eq!(other_lane.to_string(), "no jobs");
+    }
+
+    #[test]
+    fn merging_equals_recording_in_one() {
+        let (a, b, both) = (
+            WaitRecorder::default(),
+            WaitRecorder::default(),
+            WaitRecorder::default(),
+        );
+        for nanos in [5, 900, 70_000, 3_000_000] {
+            a.record(0, nanos);
+            both.record(0, nanos);
+        }
+        for nanos in [12, 64_000, 9_000_000_000] {
+            b.record(0, nanos);
+            both.record(0, nanos);
+        }
+        let (mut merged, mut other, mut expected) = (
+            LatencyHistogram::new(),
+            LatencyHistogram::new(),
+            LatencyHistogram::new(),
+        );
+        a.add_to(0, &mut merged);
+        b.add_to(0, &mut other);
+        both.add_to(0, &mut expected);
+        merged.merge(&other);
+        assert_eq!(merged, expected);
+        assert_eq!(merged.count(), 7);
+        assert_eq!(merged.max(), Some(Duration::from_secs(9)));
     }
 
     #[test]
