@@ -267,8 +267,9 @@ impl BuildError {
 
 /// Why a stop method ([`stop`](crate::Pool::stop),
 /// [`stop_now`](crate::Pool::stop_now),
-/// [`stop_timeout`](crate::Pool::stop_timeout)) or
-/// [`wait_idle`](crate::Submitter::wait_idle) did not run.
+/// [`stop_timeout`](crate::Pool::stop_timeout)),
+/// [`wait_idle`](crate::Submitter::wait_idle) or
+/// [`wait_idle_timeout`](crate::Submitter::wait_idle_timeout) did not run.
 ///
 /// # Examples
 ///
@@ -292,9 +293,9 @@ impl BuildError {
 pub enum StopError {
     /// Called from one of the pool's own worker threads (inside a job or a
     /// worker hook):
-    /// stopping waits for every worker to exit, and `wait_idle` for every
-    /// job to finish, which would wait forever for the calling job itself.
-    /// Nothing was changed; the pool keeps running.
-    #[error("a pool cannot be stopped from one of its own worker threads")]
+    /// stopping waits for every worker to exit, and `wait_idle` (or
+    /// `wait_idle_timeout`) for every job to finish, which would wait for
+    /// the calling job itself. Nothing was changed; the pool keeps running.
+    #[error("a pool cannot be stopped or waited for from one of its own worker threads")]
     OnWorkerThread,
 }

@@ -465,6 +465,12 @@ type BoxedFn = Box<dyn FnOnce(&Context) -> Result<(), BoxError> + Send + 'static
 /// Each `FnJob` costs one heap allocation (the box); a pool of your own
 /// [`Job`] type allocates nothing per job.
 ///
+/// The closure must be `Send`, not `Sync`, yet `FnJob` is both, so the
+/// submit errors that hand an `FnJob` back
+/// ([`SubmitError<FnJob>`](crate::SubmitError) and the others) convert with
+/// `?` into [`BoxError`] or any `Box<dyn Error + Send + Sync>` — from a
+/// closure submitting follow-up work, say.
+///
 /// The closure runs at most once. An `FnJob` handed back after it ran (in
 /// [`Failed`](crate::Failed) or [`Panicked`](crate::Panicked)) is spent:
 /// running it again returns an error. One handed back unrun
@@ -484,8 +490,10 @@ type BoxedFn = Box<dyn FnOnce(&Context) -> Result<(), BoxError> + Send + 'static
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct FnJob {
-    /// The closure; `None` once it ran.
-    f: Option<BoxedFn>,
+    /// The closure; `None` once it ran. In a mutex only so that `FnJob` is
+    /// `Sync` without asking the closure to be (running takes `&mut self`,
+    /// so the job path never locks it: `get_mut`).
+    f: parking_lot::Mutex<Option<BoxedFn>>,
     /// The lane `submit` puts it in.
     priority: Priority,
 }
@@ -528,7 +536,7 @@ impl FnJob {
         E: Into<BoxError>,
     {
         FnJob {
-            f: Some(Box::new(move |ctx| f(ctx).map_err(Into::into))),
+            f: parking_lot::Mutex::new(Some(Box::new(move |ctx| f(ctx).map_err(Into::into)))),
             priority: Priority::Normal,
         }
     }
@@ -559,7 +567,7 @@ impl FnJob {
     /// assert!(!FnJob::new(|_| ()).is_spent());
     /// ```
     pub fn is_spent(&self) -> bool {
-        self.f.is_none()
+        self.f.lock().is_none()
     }
 }
 
@@ -567,7 +575,7 @@ impl Job for FnJob {
     type Error = BoxError;
 
     fn run(&mut self, ctx: &Context) -> Result<(), BoxError> {
-        match self.f.take() {
+        match self.f.get_mut().take() {
             Some(f) => f(ctx),
             None => Err("this FnJob already ran; its closure is spent".into()),
         }

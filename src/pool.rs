@@ -446,8 +446,10 @@ impl<J: Job> Submitter<J> {
     }
 
     /// Blocks until every job submitted so far has finished: the lanes are
-    /// empty and no job is running. A barrier between batches that keeps
-    /// the pool running (to stop it, use [`Pool::stop`]).
+    /// empty and no job is running (except jobs a
+    /// [`stop_timeout`](Pool::stop_timeout) already gave up on and reported
+    /// as abandoned, which count as finished). A barrier between batches
+    /// that keeps the pool running (to stop it, use [`Pool::stop`]).
     ///
     /// Precisely: returns once every job accepted before the call — and
     /// every submit already in progress, which may still be blocked on a

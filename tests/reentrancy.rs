@@ -227,7 +227,7 @@ fn a_job_stopping_its_own_pool_gets_on_worker_thread_and_the_pool_keeps_working(
         assert!(!stopped, "a refused stop closed intake");
         assert_eq!(
             StopError::OnWorkerThread.to_string(),
-            "a pool cannot be stopped from one of its own worker threads"
+            "a pool cannot be stopped or waited for from one of its own worker threads"
         );
 
         // Untouched: it takes and runs new work, and the refused stop_now

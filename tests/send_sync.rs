@@ -9,8 +9,9 @@ use std::error::Error;
 
 use common::Probe;
 use triage_pool::{
-    Abandoned, BuildError, Builder, Context, Failed, FnJob, Job, Panicked, Pool, Priority, Stats,
-    StopError, StopReport, SubmitError, SubmitTimeoutError, Submitter, TrySubmitError, Unrun,
+    Abandoned, BoxError, BuildError, Builder, Context, Failed, FnJob, Job, Panicked, Pool,
+    Priority, Stats, StopError, StopReport, SubmitError, SubmitTimeoutError, Submitter,
+    TrySubmitError, Unrun,
 };
 
 fn assert_send<T: Send>() {}
@@ -86,6 +87,32 @@ fn reports_and_refusals_are_send_for_any_job() {
 #[test]
 fn reports_and_refusals_are_sync_for_sync_jobs() {
     carriers_are_sync::<Probe>();
+    // `FnJob` is `Sync` although its closure need only be `Send`.
+    carriers_are_sync::<FnJob>();
+    assert_send_sync::<FnJob>();
+}
+
+#[test]
+fn a_closure_job_can_forward_a_refusal_with_the_question_mark() {
+    common::guarded(|| {
+        let pool: Pool<FnJob> = Pool::builder().workers(1).build().expect("pool");
+        // Where the job sends its follow-up work: already stopped, so the
+        // follow-up is refused and `?` fails the job with the refusal.
+        let next: Pool<FnJob> = Pool::builder().workers(1).build().expect("next");
+        next.stop().expect("stop next");
+        let next = next.submitter();
+        // A closure that is `Send` but not `Sync` (it owns a `Cell`).
+        let cell = Cell::new(1);
+        pool.submit(FnJob::fallible(move |_| -> Result<(), BoxError> {
+            cell.set(cell.get() + 1);
+            next.try_submit(FnJob::new(|_| ()))?;
+            Ok(())
+        }))
+        .expect("submit");
+        let report = pool.stop().expect("stop");
+        assert_eq!(report.failed.len(), 1);
+        assert_eq!(report.failed[0].error.to_string(), "the pool is stopped");
+    });
 }
 
 #[test]
