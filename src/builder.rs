@@ -26,7 +26,7 @@ const DEFAULT_CAPACITY: [usize; 3] = [256, 1024, 1024];
 /// | [`low_water`](Self::low_water) | half of each lane's capacity |
 /// | [`starvation_bound`](Self::starvation_bound) | 32 |
 /// | [`thread_name`](Self::thread_name) | `"triage-pool"` |
-/// | [`stack_size`](Self::stack_size) | the platform's default |
+/// | [`stack_size`](Self::stack_size) | the platform's default (more for job types over about 20 KiB) |
 /// | [`timing`](Self::timing) | on |
 /// | [`on_worker_start`](Self::on_worker_start), [`on_worker_stop`](Self::on_worker_stop), [`on_worker_idle`](Self::on_worker_idle) | none |
 ///
@@ -126,6 +126,25 @@ impl<J> Clone for Builder<J> {
             job: PhantomData,
         }
     }
+}
+
+/// Stack the worker threads need above the default for a job type as
+/// large as `J` (see `Builder::stack_size`): `None` when the platform
+/// default is enough. Saturates, so an absurd size fails at spawn with the
+/// OS error instead of overflowing.
+fn worker_stack_for<J>() -> Option<usize> {
+    const BASE: usize = 1 << 20;
+    /// Copies of the job a worker's frames hold at once, with margin (a
+    /// debug build needed 32 in measurements, a release build 9).
+    const COPIES: usize = 48;
+    let platform = std::env::var("RUST_MIN_STACK")
+        .ok()
+        .and_then(|bytes| bytes.parse().ok())
+        .unwrap_or(2 << 20);
+    let needed = std::mem::size_of::<Envelope<J>>()
+        .saturating_mul(COPIES)
+        .saturating_add(BASE);
+    (needed > platform).then_some(needed)
 }
 
 impl<J: Job> Default for Builder<J> {
@@ -505,8 +524,20 @@ impl<J: Job> Builder<J> {
     }
 
     /// Sets each worker thread's stack size in bytes. A size the operating
-    /// system refuses makes [`build`](Self::build) fail with the OS error.
-    /// Defaults to the platform's default for spawned threads.
+    /// system refuses makes [`build`](Self::build) fail with the OS error;
+    /// a size below the platform's minimum is rounded up to it.
+    ///
+    /// Defaults to the platform's default for spawned threads (2 MiB, or
+    /// `RUST_MIN_STACK`), except for large job types: a worker moves its
+    /// job by value through a few stack frames (measured: about 9 times the
+    /// job's size in release builds, over 30 times in debug builds, needed
+    /// even before the first job arrives), so when `1 MiB + 48 ×
+    /// size_of::<J>()` exceeds the platform default, that is the default.
+    /// A size set here is used as is: for a job type of `n` bytes, leave
+    /// at least `10 × n` in release builds and `48 × n` in debug builds,
+    /// or box the job — `Box<J>` is a [`Job`] too, and moves as a pointer.
+    /// (Threads that submit jobs or stop the pool move jobs through their
+    /// own stacks in the same way, and need room for them too.)
     ///
     /// # Examples
     ///
@@ -791,7 +822,7 @@ impl<J: Job> Builder<J> {
                 index,
                 role,
                 name: name.clone(),
-                stack_size: self.stack_size,
+                stack_size: self.stack_size.or_else(worker_stack_for::<J>),
                 starvation_bound: self.starvation_bound,
                 nice: if role == Role::General {
                     self.general_nice

@@ -437,6 +437,55 @@ impl Context {
     }
 }
 
+/// A boxed job is a job: for a job type too large to move by value (each
+/// submit and each worker moves the job through a few stack frames; see
+/// [`Builder::stack_size`](crate::Builder::stack_size)), and for a pool of
+/// different job types behind one trait object, `Box<dyn Job<Error = E>>`.
+/// The box costs one allocation per job.
+///
+/// # Examples
+///
+/// ```
+/// use triage_pool::{Context, Job, Pool, Priority};
+///
+/// struct Visit(u32);
+/// struct Alert(&'static str);
+///
+/// impl Job for Visit {
+///     type Error = String;
+///     fn run(&mut self, _: &Context) -> Result<(), String> {
+///         if self.0 == 0 { Err("no subject".into()) } else { Ok(()) }
+///     }
+/// }
+/// impl Job for Alert {
+///     type Error = String;
+///     fn run(&mut self, _: &Context) -> Result<(), String> {
+///         if self.0.is_empty() { Err("no severity".into()) } else { Ok(()) }
+///     }
+///     fn priority(&self) -> Priority { Priority::Urgent }
+/// }
+///
+/// let pool: Pool<Box<dyn Job<Error = String>>> = Pool::builder().workers(2).build()?;
+/// pool.submit(Box::new(Visit(7)))?;
+/// pool.submit(Box::new(Visit(0)))?;
+/// pool.submit(Box::new(Alert("severe")))?; // to the Urgent lane
+/// let report = pool.stop()?;
+/// assert_eq!((report.succeeded, report.failed.len()), (2, 1));
+/// assert_eq!(report.failed[0].error, "no subject");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+impl<J: Job + ?Sized> Job for Box<J> {
+    type Error = J::Error;
+
+    fn run(&mut self, ctx: &Context) -> Result<(), J::Error> {
+        (**self).run(ctx)
+    }
+
+    fn priority(&self) -> Priority {
+        (**self).priority()
+    }
+}
+
 /// The error type of [`FnJob`]: any error, boxed.
 ///
 /// # Examples

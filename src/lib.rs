@@ -78,7 +78,12 @@
 //! `(cap_urgent + cap_normal + cap_bulk) × (size_of::<J>() + 16)` bytes
 //! (plus alignment), however fast producers are. A running job holds one
 //! more `J` per worker, and jobs that fail or panic are kept (by value) until
-//! a stop hands them back.
+//! a stop hands them back. Jobs also move by value through the stacks of
+//! the threads that submit, run and stop them; for job types of tens of
+//! KiB and more, [`Builder::stack_size`] says how much stack that takes
+//! (the workers' default grows with the job type), or box the job:
+//! `Box<J>` is a job too, as is `Box<dyn Job<Error = E>>` for a pool of
+//! mixed job types.
 //!
 //! **Reserved urgent workers.** [`Builder::reserved_urgent_workers`] adds
 //! threads that only take urgent jobs and sleep otherwise, so an urgent job
