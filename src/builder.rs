@@ -26,7 +26,7 @@ const DEFAULT_CAPACITY: [usize; 3] = [256, 1024, 1024];
 /// | [`low_water`](Self::low_water) | half of each lane's capacity |
 /// | [`starvation_bound`](Self::starvation_bound) | 32 |
 /// | [`thread_name`](Self::thread_name) | `"triage-pool"` |
-/// | [`stack_size`](Self::stack_size) | the platform's default (more for job types over about 20 KiB) |
+/// | [`stack_size`](Self::stack_size) | the platform's default (more for job types over about 21 KiB) |
 /// | [`timing`](Self::timing) | on |
 /// | [`on_worker_start`](Self::on_worker_start), [`on_worker_stop`](Self::on_worker_stop), [`on_worker_idle`](Self::on_worker_idle) | none |
 ///
@@ -128,23 +128,27 @@ impl<J> Clone for Builder<J> {
     }
 }
 
-/// Stack the worker threads need above the default for a job type as
-/// large as `J` (see `Builder::stack_size`): `None` when the platform
-/// default is enough. Saturates, so an absurd size fails at spawn with the
-/// OS error instead of overflowing.
+/// The worker threads' default stack for a job type as large as `J` (see
+/// `Builder::stack_size`): `None` (the platform default) unless the copies
+/// of the job a worker's frames hold come to more than half of it; then
+/// the platform default plus room for those copies. Saturates; a type
+/// that large is refused by `check_capacity` before any thread is spawned.
 fn worker_stack_for<J>() -> Option<usize> {
-    const BASE: usize = 1 << 20;
-    /// Copies of the job a worker's frames hold at once, with margin (a
-    /// debug build needed 32 in measurements, a release build 9).
-    const COPIES: usize = 48;
     let platform = std::env::var("RUST_MIN_STACK")
         .ok()
         .and_then(|bytes| bytes.parse().ok())
         .unwrap_or(2 << 20);
-    let needed = std::mem::size_of::<Envelope<J>>()
-        .saturating_mul(COPIES)
-        .saturating_add(BASE);
-    (needed > platform).then_some(needed)
+    stack_for_job_size(std::mem::size_of::<Envelope<J>>(), platform)
+}
+
+/// [`worker_stack_for`] for a job envelope of `size` bytes and a platform
+/// default of `platform` bytes.
+fn stack_for_job_size(size: usize, platform: usize) -> Option<usize> {
+    /// Copies of the job a worker's frames hold at once, with margin (a
+    /// debug build needed 32 in measurements, a release build 9).
+    const COPIES: usize = 48;
+    let copies = size.saturating_mul(COPIES);
+    (copies > platform / 2).then(|| platform.saturating_add(copies))
 }
 
 impl<J: Job> Default for Builder<J> {
@@ -531,11 +535,15 @@ impl<J: Job> Builder<J> {
     /// `RUST_MIN_STACK`), except for large job types: a worker moves its
     /// job by value through a few stack frames (measured: about 9 times the
     /// job's size in release builds, over 30 times in debug builds, needed
-    /// even before the first job arrives), so when `1 MiB + 48 ×
-    /// size_of::<J>()` exceeds the platform default, that is the default.
-    /// A size set here is used as is: for a job type of `n` bytes, leave
-    /// at least `10 × n` in release builds and `48 × n` in debug builds,
-    /// or box the job — `Box<J>` is a [`Job`] too, and moves as a pointer.
+    /// even before the first job arrives). Counting a job as `n` bytes
+    /// (`size_of::<J>()` plus the pool's 8-byte timestamp, padded to `J`'s
+    /// alignment), when `48 × n` is more than half the platform default,
+    /// the default is the platform default plus `48 × n`: with 2 MiB, for
+    /// job types over about 21 KiB.
+    /// A size set here is used as is: leave the room your jobs' own code
+    /// needs plus at least `10 × n` in release builds and `48 × n` in
+    /// debug builds, or box the job — `Box<J>` is a [`Job`] too, and moves
+    /// as a pointer.
     /// (Threads that submit jobs or stop the pool move jobs through their
     /// own stacks in the same way, and need room for them too.)
     ///
@@ -555,8 +563,10 @@ impl<J: Job> Builder<J> {
     }
 
     /// Whether to timestamp every job when it is accepted and when it
-    /// starts (two clock reads per job). On by default:
+    /// starts (two clock reads per job, and the worker that starts it records the
+    /// wait in its histogram). On by default:
     /// the timestamps give [`Context::queue_wait`](crate::Context::queue_wait),
+    /// [`Submitter::queue_wait_histogram`](crate::Submitter::queue_wait_histogram),
     /// [`Stats::oldest_wait`](crate::Stats::oldest_wait) and
     /// [`Abandoned::running_since`](crate::Abandoned::running_since).
     ///
@@ -570,7 +580,8 @@ impl<J: Job> Builder<J> {
     /// reuse it, and a pool with timing off never calibrates. Even so the two reads are a large
     /// part of the pool's own cost per job; for jobs of a few microseconds
     /// or less that nobody needs latencies of, turn them off.
-    /// Then `queue_wait` is always zero, `oldest_wait` is always `None`, and
+    /// Then `queue_wait` is always zero, the histograms stay empty,
+    /// `oldest_wait` is always `None`, and
     /// `running_since` is when the stop gave up on the job rather than when
     /// it started.
     ///
@@ -900,6 +911,29 @@ mod tests {
         /// The shared state of the last pool this thread built.
         pub(super) static LAST_SHARED: RefCell<Option<Weak<dyn Any + Send + Sync>>> =
             const { RefCell::new(None) };
+    }
+
+    #[test]
+    fn the_default_stack_grows_only_for_large_jobs() {
+        const MIB: usize = 1 << 20;
+        // Small jobs keep the platform default, even a small one.
+        assert_eq!(stack_for_job_size(64, 2 * MIB), None);
+        assert_eq!(stack_for_job_size(64, 256 << 10), None);
+        // 48 copies of 21 KiB fit in half of 2 MiB; of 22 KiB they do not.
+        assert_eq!(stack_for_job_size(21 << 10, 2 * MIB), None);
+        assert_eq!(
+            stack_for_job_size(22 << 10, 2 * MIB),
+            Some(2 * MIB + 48 * (22 << 10))
+        );
+        // A small RUST_MIN_STACK lowers the threshold and the base.
+        assert_eq!(
+            stack_for_job_size(4 << 10, 256 << 10),
+            Some((256 << 10) + 48 * (4 << 10))
+        );
+        assert_eq!(
+            stack_for_job_size(usize::MAX / 2, 2 * MIB),
+            Some(usize::MAX)
+        );
     }
 
     /// Runs `f` on its own thread and fails if it has not returned within

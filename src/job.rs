@@ -441,7 +441,11 @@ impl Context {
 /// submit and each worker moves the job through a few stack frames; see
 /// [`Builder::stack_size`](crate::Builder::stack_size)), and for a pool of
 /// different job types behind one trait object, `Box<dyn Job<Error = E>>`.
-/// The box costs one allocation per job.
+/// The box costs one allocation per job. A refused submit hands the box
+/// back inside its error, and that error converts with `?` into a
+/// `Box<dyn Error + Send + Sync>` only if the job is `Sync`: use
+/// `Box<dyn Job<Error = E> + Sync>` where you need that (or
+/// [`FnJob`], which is `Sync`).
 ///
 /// # Examples
 ///

@@ -9,14 +9,15 @@
 //! workers' recorders.
 //!
 //! Buckets are log-linear: exact below 8 ns, then 8 buckets per power of
-//! two up to 2^40 ns (about 18 minutes), so a bucket is at most one eighth
-//! as wide as the values in it. Longer waits share the last bucket.
+//! two, so a bucket is at most one eighth as wide as the values in it, up
+//! to `15 × 2^37` ns (about 34 minutes). Longer waits share the last
+//! bucket.
 
 use std::fmt;
 use std::time::Duration;
 
 #[cfg(not(loom))]
-use crate::sync::{AtomicU64, Ordering};
+use crate::sync::{fence, AtomicU64, Ordering};
 
 /// log2 of the buckets per power of two.
 const SUB_BITS: u32 = 3;
@@ -62,14 +63,69 @@ fn upper_bound(index: usize) -> u64 {
 }
 
 /// One worker's queue waits in one lane. Only that worker writes it.
+///
+/// The sum of the waits is a 128-bit number in two words: `sum_low` wraps
+/// and `sum_high` counts its wraps. A 64-bit sum would saturate after 584
+/// years of waiting in total, which a lane kept full at its largest
+/// capacity (2^26 jobs) reaches in under five minutes (Little's law: waits
+/// add up as fast as the queue is long). A wrap happens at most once per
+/// 584 years of waits, so only a wrap takes the seqlock `sum_seq` (odd
+/// while the two words change); a reader retries when it saw a wrap begin
+/// or end. Adding to `sum_low` without a wrap leaves the pair consistent
+/// whichever `sum_high` a reader pairs it with, as long as no wrap
+/// happened in between, which the sequence number tells.
 #[cfg(not(loom))]
 struct LaneWaits {
     /// Jobs per bucket.
     buckets: [AtomicU64; BUCKETS],
-    /// Sum of the waits, in nanoseconds (saturating).
-    sum: AtomicU64,
+    /// Low 64 bits of the sum of the waits, in nanoseconds.
+    sum_low: AtomicU64,
+    /// High 64 bits of the sum.
+    sum_high: AtomicU64,
+    /// Even, and bumped twice around each wrap of `sum_low`.
+    sum_seq: AtomicU64,
     /// The longest wait, in nanoseconds.
     max: AtomicU64,
+}
+
+#[cfg(not(loom))]
+impl LaneWaits {
+    /// Adds `nanos` to the sum. Only the owning worker may call it.
+    #[inline]
+    fn add_to_sum(&self, nanos: u64) {
+        let (low, wrapped) = self.sum_low.load(Ordering::Relaxed).overflowing_add(nanos);
+        if !wrapped {
+            self.sum_low.store(low, Ordering::Relaxed);
+            return;
+        }
+        let seq = self.sum_seq.load(Ordering::Relaxed);
+        self.sum_seq.store(seq + 1, Ordering::Relaxed);
+        // The writer's half of the seqlock: a reader that sees either word
+        // change sees the odd sequence number, or a later one.
+        fence(Ordering::Release);
+        let high = self.sum_high.load(Ordering::Relaxed);
+        self.sum_high.store(high + 1, Ordering::Relaxed);
+        self.sum_low.store(low, Ordering::Relaxed);
+        self.sum_seq.store(seq + 2, Ordering::Release);
+    }
+
+    /// The sum, read consistently (see the type's docs).
+    fn sum(&self) -> u128 {
+        loop {
+            let seq = self.sum_seq.load(Ordering::Acquire);
+            if seq % 2 == 0 {
+                let high = self.sum_high.load(Ordering::Relaxed);
+                let low = self.sum_low.load(Ordering::Relaxed);
+                fence(Ordering::Acquire);
+                if self.sum_seq.load(Ordering::Relaxed) == seq {
+                    return (u128::from(high) << 64) | u128::from(low);
+                }
+            }
+            // A wrap is under way: a few instructions, unless the worker
+            // was preempted in the middle of them.
+            std::thread::yield_now();
+        }
+    }
 }
 
 /// A worker's queue waits, per lane. Empty under loom, whose models would
@@ -85,7 +141,9 @@ impl Default for WaitRecorder {
             #[cfg(not(loom))]
             lanes: std::array::from_fn(|_| LaneWaits {
                 buckets: std::array::from_fn(|_| AtomicU64::new(0)),
-                sum: AtomicU64::new(0),
+                sum_low: AtomicU64::new(0),
+                sum_high: AtomicU64::new(0),
+                sum_seq: AtomicU64::new(0),
                 max: AtomicU64::new(0),
             }),
         }
@@ -110,8 +168,7 @@ impl WaitRecorder {
             if nanos > waits.max.load(Ordering::Relaxed) {
                 waits.max.store(nanos, Ordering::Relaxed);
             }
-            let sum = waits.sum.load(Ordering::Relaxed).saturating_add(nanos);
-            waits.sum.store(sum, Ordering::Relaxed);
+            waits.add_to_sum(nanos);
             // Release, after `max` and `sum`: a reader that counts this job
             // also sees its wait in both, so no quantile exceeds the max.
             let count = &waits.buckets[bucket(nanos)];
@@ -131,7 +188,7 @@ impl WaitRecorder {
                 *total += count;
                 into.count += count;
             }
-            into.sum = into.sum.saturating_add(waits.sum.load(Ordering::Relaxed));
+            into.sum = into.sum.saturating_add(waits.sum());
             into.max = into.max.max(waits.max.load(Ordering::Relaxed));
         }
     }
@@ -143,12 +200,19 @@ impl WaitRecorder {
 ///
 /// Quantiles come from log-linear buckets: waits below 8 ns are exact, and
 /// above that each bucket spans at most an eighth of its values, up to
-/// about 18 minutes (2^40 ns; longer waits share the last bucket). A
-/// quantile is reported as the upper end of its bucket (capped at the
-/// longest wait recorded), so it is never below the true value and at most
-/// 12.5 % above it. [`max`](Self::max) and [`mean`](Self::mean) are exact.
-/// A snapshot taken while jobs start is consistent only approximately: it
-/// may miss jobs that started as it was read.
+/// `15 × 2^37` ns (about 34 minutes). A quantile is reported as the upper
+/// end of its bucket (capped at the longest wait recorded), so it is never
+/// below the true value and at most 12.5 % above it; waits longer than
+/// 34 minutes share one last bucket, and a quantile that falls there is
+/// reported as the longest wait (still never low, but not within 12.5 %).
+/// [`max`](Self::max) and [`mean`](Self::mean) are exact (the sum behind
+/// the mean does not overflow).
+///
+/// A snapshot is exact once the jobs it should count have started: after
+/// [`wait_idle`](crate::Submitter::wait_idle) or a stop, say. One taken
+/// while jobs start may miss some of them, and its `max` and `mean` may
+/// already include a job its quantiles and [`count`](Self::count) do not;
+/// quantiles never exceed `max`, and the mean is capped at `max`.
 ///
 /// Recording costs each job a few loads and stores on its worker's own
 /// memory and allocates nothing; a pool built with
@@ -180,8 +244,9 @@ pub struct LatencyHistogram {
     buckets: Box<[u64; BUCKETS]>,
     /// Jobs in all buckets.
     count: u64,
-    /// Sum of the waits, in nanoseconds (saturating).
-    sum: u64,
+    /// Sum of the waits, in nanoseconds (saturating, which takes ten
+    /// quintillion years of waiting).
+    sum: u128,
     /// The longest wait, in nanoseconds.
     max: u64,
 }
@@ -284,8 +349,13 @@ impl LatencyHistogram {
             return None;
         }
         let q = if q.is_nan() { 0.0 } else { q.clamp(0.0, 1.0) };
-        // The rank (1-based) of the job whose wait is the quantile.
-        let rank = ((q * self.count as f64).ceil() as u64).clamp(1, self.count);
+        // The rank (1-based) of the job whose wait is the quantile. The
+        // product can land a rounding error above a whole number (0.07 ×
+        // 100 is 7.000000000000001), which `ceil` would turn into the next
+        // rank: take a relative hair off first (far below one rank for any
+        // count a histogram can hold).
+        let exact = q * self.count as f64;
+        let rank = ((exact - exact * 1e-12).ceil() as u64).clamp(1, self.count);
         let mut seen = 0;
         for (index, &count) in self.buckets.iter().enumerate() {
             seen += count;
@@ -314,7 +384,9 @@ impl LatencyHistogram {
         (self.count > 0).then(|| Duration::from_nanos(self.max))
     }
 
-    /// The mean wait (from the exact sum). `None` if nothing was recorded.
+    /// The mean wait, rounded down to a nanosecond, from the exact sum
+    /// (capped at [`max`](Self::max): see the type's docs on snapshots
+    /// taken while jobs start). `None` if nothing was recorded.
     ///
     /// # Examples
     ///
@@ -329,29 +401,40 @@ impl LatencyHistogram {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn mean(&self) -> Option<Duration> {
-        (self.count > 0).then(|| Duration::from_nanos(self.sum / self.count))
+        (self.count > 0).then(|| {
+            let mean = (self.sum / u128::from(self.count)).min(u128::from(self.max));
+            // At most `max`, which is a u64.
+            Duration::from_nanos(u64::try_from(mean).unwrap_or(self.max))
+        })
     }
 }
 
-/// A duration rounded for people: whole microseconds below a millisecond,
-/// milliseconds with one decimal below a second, else seconds with two.
+/// A duration rounded for people, to the nearest: nanoseconds below a
+/// microsecond, whole microseconds below a millisecond, milliseconds with
+/// one decimal below a second, else seconds with two. A value that rounds
+/// up to the next unit is shown in it (999.96 ms is `1.00 s`).
 pub(crate) struct HumanDuration(pub(crate) Duration);
 
 impl fmt::Display for HumanDuration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let d = self.0;
-        if d < Duration::from_millis(1) {
-            write!(f, "{} µs", d.as_micros())
-        } else if d < Duration::from_secs(1) {
-            write!(f, "{:.1} ms", d.as_secs_f64() * 1e3)
+        let nanos = self.0.as_nanos();
+        // Each unit's rounding step, in nanoseconds: whatever rounds to
+        // below 1,000 of the unit stays in it.
+        if nanos < 1_000 {
+            write!(f, "{nanos} ns")
+        } else if nanos < 999_500 {
+            write!(f, "{} µs", (nanos + 500) / 1_000)
+        } else if nanos < 999_950_000 {
+            write!(f, "{:.1} ms", self.0.as_secs_f64() * 1e3)
         } else {
-            write!(f, "{:.2} s", d.as_secs_f64())
+            write!(f, "{:.2} s", self.0.as_secs_f64())
         }
     }
 }
 
-/// One line: the count, then p50, p90, p99 and the maximum, rounded for
-/// people (`12 µs`, `3.8 ms`, `1.25 s`), or `no jobs`. The wording may
+/// One line: the count, then p50, p90, p99 and the maximum, rounded to the
+/// nearest for people (`850 ns`, `12 µs`, `3.8 ms`, `1.25 s`), or
+/// `no jobs`. The wording may
 /// change between versions; read the methods to compute with the numbers.
 ///
 /// # Examples
@@ -495,9 +578,73 @@ mod tests {
             waits.to_string(),
             "3 jobs: p50 3.9 ms, p90 1.25 s, p99 1.25 s, max 1.25 s"
         );
-        assert_eq!(
-            HumanDuration(Duration::from_nanos(12_345)).to_string(),
-            "12 µs"
-        );
+        for (nanos, shown) in [
+            (0, "0 ns"),
+            (999, "999 ns"),
+            (1_000, "1 µs"),
+            (1_900, "2 µs"),
+            (12_345, "12 µs"),
+            (999_499, "999 µs"),
+            (999_500, "1.0 ms"),
+            (3_849_999, "3.8 ms"),
+            (999_949_999, "999.9 ms"),
+            (999_950_000, "1.00 s"),
+            (1_250_000_000, "1.25 s"),
+        ] {
+            assert_eq!(
+                HumanDuration(Duration::from_nanos(nanos)).to_string(),
+                shown,
+                "{nanos} ns"
+            );
+        }
+    }
+
+    #[test]
+    fn quantile_ranks_survive_float_rounding() {
+        // 0.07 × 100 is 7.000000000000001 in floating point: the 7th of
+        // 100 waits (7 ns, exact bucket) is p7, not the 8th.
+        let recorder = WaitRecorder::default();
+        for nanos in 1..=100 {
+            recorder.record(0, nanos);
+        }
+        let mut waits = LatencyHistogram::new();
+        recorder.add_to(0, &mut waits);
+        assert_eq!(waits.quantile(0.07), Some(Duration::from_nanos(7)));
+        assert_eq!(waits.quantile(0.05), Some(Duration::from_nanos(5)));
+        assert_eq!(waits.quantile(0.051), Some(Duration::from_nanos(6)));
+    }
+
+    #[test]
+    fn the_sum_carries_past_64_bits() {
+        let recorder = WaitRecorder::default();
+        // Three waits of 2^63 ns sum to 1.5 × 2^64: a 64-bit sum would
+        // wrap or saturate and the mean come out wrong.
+        let huge = 1_u64 << 63;
+        for _ in 0..3 {
+            recorder.record(1, huge);
+        }
+        recorder.record(1, 0);
+        let mut waits = LatencyHistogram::new();
+        recorder.add_to(1, &mut waits);
+        assert_eq!(waits.count(), 4);
+        assert_eq!(waits.mean(), Some(Duration::from_nanos(3 * (huge / 4))));
+        assert_eq!(waits.max(), Some(Duration::from_nanos(huge)));
+        // Merging keeps the carry too.
+        let mut twice = waits.clone();
+        twice.merge(&waits);
+        assert_eq!(twice.mean(), waits.mean());
+        assert_eq!(twice.count(), 8);
+    }
+
+    #[test]
+    fn the_mean_of_a_torn_snapshot_is_capped_at_the_max() {
+        let mut waits = LatencyHistogram::new();
+        // A snapshot that saw a second job's wait in the sum but not yet in
+        // the buckets: one job counted, sum 1,001 ns, max 1,000 ns.
+        waits.buckets[bucket(1)] = 1;
+        waits.count = 1;
+        waits.sum = 1_001;
+        waits.max = 1_000;
+        assert_eq!(waits.mean(), waits.max());
     }
 }

@@ -138,11 +138,13 @@ pub struct Abandoned {
 /// panicked with its message, never run, or abandoned at a deadline.
 ///
 /// The counts cover the whole life of the pool, so the ledger balances:
-/// `accepted = succeeded + failed + panicked + unrun + abandoned`, where
-/// `accepted` is [`Stats::accepted`](crate::Stats::accepted) at the end
-/// (jobs taken earlier with [`take_failed`](crate::Submitter::take_failed)
-/// or [`take_panicked`](crate::Submitter::take_panicked) count in the
-/// [`Stats`](crate::Stats) but are not in the report again).
+/// `accepted = succeeded + failed + panicked + unrun + abandoned + taken`,
+/// where `accepted` is [`Stats::accepted`](crate::Stats::accepted) at the
+/// end and `taken` counts the failed and panicked jobs taken earlier with
+/// [`take_failed`](crate::Submitter::take_failed) or
+/// [`take_panicked`](crate::Submitter::take_panicked): they count in the
+/// [`Stats`](crate::Stats) but are not in the report again. Without such
+/// calls `taken` is 0 and [`total`](Self::total) equals `accepted`.
 ///
 /// `unrun` is in lane order (`Urgent` first) and, within a lane, in queue
 /// order: the order the jobs were accepted, so a resume file written from
@@ -250,7 +252,10 @@ impl<J: Job> StopReport<J> {
 
 /// One line with the count of each terminal state, for a log or the end of
 /// a run, such as `10 jobs: 8 succeeded, 2 failed, 0 panicked, 0 unrun,
-/// 0 abandoned`. The jobs themselves are not printed (they need not be
+/// 0 abandoned`: the jobs in this report ([`total`](StopReport::total)),
+/// so failed or panicked jobs taken earlier with
+/// [`take_failed`](crate::Submitter::take_failed) or
+/// [`take_panicked`](crate::Submitter::take_panicked) are not in it. The jobs themselves are not printed (they need not be
 /// `Debug` or `Display`); walk the report's vectors for them.
 ///
 /// The exact wording is for people, not parsers, and may change between

@@ -221,12 +221,15 @@ fn work<J: Job>(shared: &Shared<J>, index: usize, picker: &mut Picker, role: Rol
             shared.rescue(lane, envelope);
             break;
         }
-        slot.state.store(running, Ordering::Release);
-        ran = true;
         let waited = start.saturating_sub(envelope.accepted_at);
+        // Before the `running` store: a stopper that abandons this job
+        // synchronises with that store, so its report comes after the wait
+        // is in the histogram.
         if timing {
             slot.waits.record(lane.index(), waited);
         }
+        slot.state.store(running, Ordering::Release);
+        ran = true;
         ctx.set_job(lane, Duration::from_nanos(waited));
         let mut job = envelope.job;
         let outcome = unwind::catch(|| job.run(&ctx));

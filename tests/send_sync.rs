@@ -90,6 +90,9 @@ fn reports_and_refusals_are_sync_for_sync_jobs() {
     // `FnJob` is `Sync` although its closure need only be `Send`.
     carriers_are_sync::<FnJob>();
     assert_send_sync::<FnJob>();
+    // A boxed trait object is `Sync` when the bound says so, and then its
+    // refusals are errors that box into `Box<dyn Error + Send + Sync>`.
+    carriers_are_sync::<Box<dyn Job<Error = BoxError> + Sync>>();
 }
 
 #[test]
