@@ -647,4 +647,65 @@ mod tests {
         waits.max = 1_000;
         assert_eq!(waits.mean(), waits.max());
     }
+
+    #[test]
+    fn a_quantile_in_the_last_bucket_is_the_longest_wait() {
+        // Waits past 15 × 2^37 ns share the last bucket, which has no upper
+        // end of its own: a quantile there is the longest wait, not the
+        // end of some bucket below it.
+        assert_eq!(upper_bound(BUCKETS - 1), u64::MAX);
+        let long = 1_u64 << 42;
+        assert_eq!(bucket(long), BUCKETS - 1);
+        let recorder = WaitRecorder::default();
+        recorder.record(0, long);
+        recorder.record(0, long + 1);
+        let mut waits = LatencyHistogram::new();
+        recorder.add_to(0, &mut waits);
+        let max = Some(Duration::from_nanos(long + 1));
+        assert_eq!(waits.max(), max);
+        for q in [0.0, 0.5, 1.0] {
+            assert_eq!(waits.quantile(q), max, "q {q}");
+        }
+    }
+
+    #[test]
+    fn the_sum_is_never_read_torn_while_it_wraps() {
+        use std::sync::atomic::AtomicBool;
+        // After the first, every wait of `u64::MAX` ns wraps `sum_low`, so
+        // the writer below takes the seqlock on every record. The sum is
+        // always a whole multiple of `u64::MAX`, and only grows: a read that
+        // paired one wrap's high word with another's low word is neither.
+        const RECORDS: u64 = 1_000_000;
+        let recorder = WaitRecorder::default();
+        let (reading, done) = (AtomicBool::new(false), AtomicBool::new(false));
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                // Start once the reader reads, so the two overlap.
+                while !reading.load(Ordering::Acquire) {
+                    std::hint::spin_loop();
+                }
+                for _ in 0..RECORDS {
+                    recorder.record(0, u64::MAX);
+                }
+                done.store(true, Ordering::Release);
+            });
+            reading.store(true, Ordering::Release);
+            let (mut last, mut reads) = (0, 0_u64);
+            while !done.load(Ordering::Acquire) {
+                let sum = recorder.lanes[0].sum();
+                reads += 1;
+                assert_eq!(
+                    sum % u128::from(u64::MAX),
+                    0,
+                    "torn sum {sum:#x} at read {reads}"
+                );
+                assert!(sum >= last, "sum went back: {last:#x} then {sum:#x}");
+                last = sum;
+            }
+        });
+        assert_eq!(
+            recorder.lanes[0].sum(),
+            u128::from(RECORDS) * u128::from(u64::MAX)
+        );
+    }
 }

@@ -161,3 +161,26 @@ fn a_pool_without_timing_records_nothing() {
         }
     });
 }
+
+/// Before any job starts every reading is `None`, not a zero (and reading
+/// the mean divides by nothing); after one job none is.
+#[test]
+fn an_empty_histogram_reads_none_and_one_job_makes_it_non_empty() {
+    guarded(|| {
+        let pool: Pool<FnJob> = Pool::builder().workers(1).build().expect("pool");
+        let empty = pool.queue_wait_histogram(Priority::Normal);
+        assert!(empty.is_empty());
+        assert_eq!(empty.count(), 0);
+        assert_eq!(
+            (empty.quantile(0.5), empty.max(), empty.mean()),
+            (None, None, None)
+        );
+        pool.submit(FnJob::new(|_| ())).expect("submit");
+        pool.wait_idle().expect("not on a worker");
+        let one = pool.queue_wait_histogram(Priority::Normal);
+        assert!(!one.is_empty(), "{one:?}");
+        assert_eq!(one.count(), 1);
+        assert!(one.max().is_some() && one.mean().is_some(), "{one:?}");
+        assert!(pool.stop().expect("stop").is_clean());
+    });
+}
