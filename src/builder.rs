@@ -819,6 +819,7 @@ impl<J: Job> Builder<J> {
         #[cfg(test)]
         tests::LAST_SHARED.with(|last| *last.borrow_mut() = Some(Arc::downgrade(&shared) as _));
         let mut handles = Vec::with_capacity(total);
+        let stack_size = self.stack_size.or_else(worker_stack_for::<J>);
         for index in 0..total {
             let (role, name) = if index < workers {
                 (Role::General, format!("{}-{index}", self.thread_name))
@@ -833,7 +834,7 @@ impl<J: Job> Builder<J> {
                 index,
                 role,
                 name: name.clone(),
-                stack_size: self.stack_size.or_else(worker_stack_for::<J>),
+                stack_size,
                 starvation_bound: self.starvation_bound,
                 nice: if role == Role::General {
                     self.general_nice
