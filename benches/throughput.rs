@@ -1,7 +1,7 @@
 //! Throughput of triage-pool against its peers, every peer on the same
 //! workload in the same run.
 //!
-//! Rerun (about 5 minutes on 2 cores), then turn the results into
+//! Rerun (about 10 minutes on 2 cores with two rounds), then turn the results into
 //! `docs/benchmarks.md` and `docs/throughput.svg`:
 //!
 //! ```text
@@ -16,6 +16,16 @@
 //! (one round instead of two); one workload: add its name as a criterion
 //! filter, e.g. `cargo bench --bench throughput -- cpu1us`.
 //!
+//! With a Go toolchain (Debian's `golang-go` is Go 1.19, the version the
+//! performance issue quotes), the same run also measures a plain goroutine
+//! pool, `benches/go/pool.go`:
+//!
+//! ```text
+//! go build -o /work/target-bench/gopool benches/go/pool.go
+//! TRIAGE_BENCH_GO=/work/target-bench/gopool CARGO_TARGET_DIR=/work/target-bench \
+//!     cargo bench --bench throughput
+//! ```
+//!
 //! # What is measured
 //!
 //! One measurement = submit every job of the workload and wait until all of
@@ -24,7 +34,8 @@
 //! shared latch, which the submitting thread blocks on. The same for every
 //! peer: the floor (std threads on one bounded crossbeam channel of 1024
 //! boxed closures), `threadpool`, `rusty_pool`, `rayon` (spawn + latch), the
-//! `executors` crate's channel and work-stealing pools, and triage-pool with
+//! `executors` crate's channel and work-stealing pools, the Go pool when
+//! `TRIAGE_BENCH_GO` is set, and triage-pool with
 //! a generic job (`Pool<J>`, no boxing), with boxed closures
 //! (`Pool<FnJob>`), and with jobs spread over its three lanes.
 //!
@@ -322,6 +333,70 @@ fn run_once<P: Peer>(peer: &P, w: &Workload, iters: u64) {
     LATCH.wait();
 }
 
+/// The Go peer (`benches/go/pool.go`): a plain goroutine pool — one
+/// buffered channel of closures and a `sync.WaitGroup` — running in its own
+/// process, built once per workload and round like every other peer. It is
+/// measured only when `TRIAGE_BENCH_GO` names its compiled binary (so the
+/// bench needs no Go toolchain by default). The Go process times each
+/// request itself, so process start-up and the pipe are outside the timed
+/// region; its spin loop is calibrated in Go to the same microseconds.
+struct GoPeer {
+    /// What the Go process said first: its Go version and `GOMAXPROCS`.
+    version: String,
+    child: std::process::Child,
+    /// `None` once dropped: closing it ends the Go process's request loop.
+    requests: Option<std::process::ChildStdin>,
+    answers: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl GoPeer {
+    /// Starts the Go pool with `workers` goroutines on a channel of
+    /// [`CAPACITY`], or says why it could not.
+    fn start(binary: &std::ffi::OsStr, workers: usize) -> GoPeer {
+        use std::process::{Command, Stdio};
+        let mut child = Command::new(binary)
+            .args([workers.to_string(), CAPACITY.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("TRIAGE_BENCH_GO={binary:?} did not start: {e}"));
+        let requests = child.stdin.take();
+        let mut answers = std::io::BufReader::new(child.stdout.take().expect("piped stdout"));
+        let mut version = String::new();
+        std::io::BufRead::read_line(&mut answers, &mut version).expect("the Go peer says hello");
+        GoPeer {
+            version: version.trim().to_owned(),
+            child,
+            requests,
+            answers,
+        }
+    }
+
+    /// Runs `w` `reps` times back to back in the Go process; its own timing.
+    fn run(&mut self, w: &Workload, reps: u64) -> Duration {
+        use std::io::{BufRead, Write};
+        let requests = self.requests.as_mut().expect("open until dropped");
+        writeln!(requests, "{} {} {} {reps}", w.jobs, w.producers, w.work_us)
+            .expect("the Go peer reads its requests");
+        let mut answer = String::new();
+        self.answers
+            .read_line(&mut answer)
+            .expect("the Go peer answers");
+        let nanos: u64 = answer
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("the Go peer answered {answer:?}"));
+        Duration::from_nanos(nanos)
+    }
+}
+
+impl Drop for GoPeer {
+    fn drop(&mut self) {
+        drop(self.requests.take());
+        let _ = self.child.wait();
+    }
+}
+
 /// Benchmarks one peer on one workload; the peer is built by the caller
 /// (outside the timed region) and dropped here afterwards.
 fn bench_peer<P: Peer>(
@@ -356,6 +431,7 @@ const PEERS: &[&str] = &[
     "rayon",
     "executors_channel",
     "executors_workstealing",
+    "go_pool",
     "inline",
 ];
 
@@ -468,6 +544,11 @@ fn bench_one(
             iters,
         ),
         "inline" => bench_peer(group, id, Inline, w, iters),
+        "go_pool" => {
+            let binary = std::env::var_os("TRIAGE_BENCH_GO").expect("filtered out when unset");
+            let mut peer = GoPeer::start(&binary, n);
+            group.bench_function(id, |b| b.iter_custom(|reps| peer.run(w, reps)));
+        }
         other => unreachable!("unknown peer {other}"),
     }
 }
@@ -497,11 +578,15 @@ fn throughput(c: &mut Criterion) {
     eprintln!("calibrated: {iters_per_us:.1} spin iterations per µs; {rounds} round(s)");
     // Only a measuring run may tell `bench_report` which results are current.
     if measuring() {
-        common::write_run_marker(&[
+        let mut fields = vec![
             ("bench", "throughput".to_owned()),
             ("rounds", rounds.to_string()),
             ("iters_per_us", format!("{iters_per_us:.2}")),
-        ]);
+        ];
+        if let Some(binary) = std::env::var_os("TRIAGE_BENCH_GO") {
+            fields.push(("go", GoPeer::start(&binary, 1).version.clone()));
+        }
+        common::write_run_marker(&fields);
     }
     for w in WORKLOADS {
         let iters = common::iters_for(iters_per_us, w.work_us);
@@ -515,6 +600,7 @@ fn throughput(c: &mut Criterion) {
                 .copied()
                 // Inline work only makes sense for CPU work and one producer.
                 .filter(|&p| p != "inline" || (w.work_us > 0.0 && w.producers == 1))
+                .filter(|&p| p != "go_pool" || std::env::var_os("TRIAGE_BENCH_GO").is_some())
                 .collect();
             if round % 2 == 1 {
                 order.reverse();

@@ -269,6 +269,11 @@ const PEERS: &[(&str, &str, &str)] = &[
         "executors work-stealing pool",
     ),
     (
+        "go_pool",
+        "Go: goroutine pool (buffered channel + `WaitGroup`)",
+        "Go goroutine pool",
+    ),
+    (
         "inline",
         "inline: no pool, 1 thread (efficiency reference)",
         "inline (no pool)",
@@ -545,7 +550,10 @@ CARGO_TARGET_DIR=/work/target-bench cargo run --release --example bench_report -
 `cargo bench --bench triage -- --out target/triage.md`, then
 `cargo run --release --example bench_report -- target/criterion --triage target/triage.md`.
 `TRIAGE_BENCH_ROUNDS=1` halves the throughput run; `-- --quick` runs a fifth of the
-latency trials.)
+latency trials.) The Go peer needs a Go toolchain (Debian's `golang-go`, Go 1.19) and
+is measured only when the throughput run is told where its binary is:
+`go build -o /work/target-bench/gopool benches/go/pool.go`, then add
+`TRIAGE_BENCH_GO=/work/target-bench/gopool` to the first command.
 ";
 
 fn render_markdown(
@@ -584,6 +592,13 @@ fn render_markdown(
         version("executors"),
         version("crossbeam-channel"),
     );
+    if let Some(go) = marker.get("go") {
+        let _ = writeln!(
+            s,
+            "Go peer: `benches/go/pool.go` built with {go}, run as a child process that \
+             times its own requests.\n",
+        );
+    }
     s.push_str(
         "One measurement = submit every job and wait until all have run (each job counts \
          down one shared latch; pools are built outside the timed region and reused). \

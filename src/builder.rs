@@ -269,9 +269,9 @@ impl<J: Job> Builder<J> {
     /// are the indices `workers..workers + reserved`. `benches/triage.rs`
     /// (its `slice` module) does it with `libc` and reads the setting back,
     /// since older kernels accept it and ignore it. Measured there with a
-    /// 100 µs slice: p99 33–44 µs in three runs of four, as good as a nice
-    /// value of 19 in the same runs (31–35 µs); in the fourth, run while
-    /// the host was busy with other load, every variant was above 2 ms.
+    /// 100 µs slice: p99 33–51 µs in six runs of eight, as good as a nice
+    /// value of 19 in the same runs; in the others, started while the host
+    /// was busy with other load, every variant was above 1.5 ms.
     ///
     /// # Examples
     ///
@@ -301,10 +301,10 @@ impl<J: Job> Builder<J> {
     /// of after a busy general worker's time slice. Measured on the 2-core
     /// host with two general workers in 10 ms CPU-bound jobs and one
     /// reserved worker (`benches/triage.rs`, 300 trials per run): urgent
-    /// start latency p99 2.4–3.3 ms at 0; at 19, 25–76 µs in four runs of
-    /// five (1.8 ms in a run started while the host was busy with other
-    /// load); at 5, 47 µs in one run of five and 2.5–3.1 ms in the others,
-    /// and 10 or 15 were as erratic. For the best urgent latency use 19
+    /// start latency p99 2.4–3.3 ms at 0; at 19, 25–76 µs in most runs
+    /// (1.5–2 ms in runs started while the host was busy with other
+    /// load); at 5, 45–47 µs in two runs of six and 2.5–3.1 ms in the
+    /// others, and 10 or 15 were as erratic. For the best urgent latency use 19
     /// (the most the kernel allows); no nice value helps against load
     /// from outside the machine (other virtual machines on the host). When nothing else wants the CPU the general workers
     /// run as fast as at 0: a nice value only matters between threads
@@ -351,8 +351,12 @@ impl<J: Job> Builder<J> {
     /// Every lane needs at least one slot: a capacity of 0 (a rendezvous
     /// lane) makes [`build`](Self::build) fail, since workers poll the lanes
     /// rather than wait on each. So does a capacity above
-    /// [`MAX_CAPACITY`](Self::MAX_CAPACITY) or one whose slots the system
-    /// cannot allocate.
+    /// [`MAX_CAPACITY`](Self::MAX_CAPACITY), or slots the allocator refuses
+    /// — one lane's, or the three lanes' together. That check asks for the
+    /// memory without touching it: on a system that overcommits memory
+    /// (Linux by default) a size it grants but cannot back passes, and the
+    /// shortage shows while `build` initialises the slots (the
+    /// out-of-memory killer), not later in the middle of a run.
     ///
     /// # Examples
     ///
@@ -760,7 +764,7 @@ impl<J: Job> Builder<J> {
     /// A [`BuildError`] that [`is_invalid_config`](BuildError::is_invalid_config)
     /// for 0 workers, more than [`MAX_WORKERS`](Self::MAX_WORKERS) threads,
     /// a lane capacity of 0, above [`MAX_CAPACITY`](Self::MAX_CAPACITY) or
-    /// too large to allocate, a [`low_water`](Self::low_water) mark not
+    /// too large to allocate (alone or with the other lanes), a [`low_water`](Self::low_water) mark not
     /// below its lane's capacity, or a NUL byte in the
     /// [`thread_name`](Self::thread_name) prefix; nothing was started. One that
     /// [`is_spawn_failure`](BuildError::is_spawn_failure) if the OS refused a
@@ -809,6 +813,7 @@ impl<J: Job> Builder<J> {
                 }
             };
         }
+        check_lanes_together::<J>(&self.capacity)?;
 
         let shared = Arc::new(Shared::new(
             Lanes::new(self.capacity, low_water, self.timing),
@@ -888,15 +893,36 @@ fn check_capacity<J: Job>(lane: Priority, capacity: usize) -> Result<(), BuildEr
     if capacity > Builder::<J>::MAX_CAPACITY {
         return Err(too_large());
     }
-    // A slot is the envelope plus the channel's stamp.
-    let slot = size_of::<(usize, Envelope<J>)>();
-    let bytes = capacity.checked_mul(slot).ok_or_else(too_large)?;
+    let bytes = lane_bytes::<J>(capacity).ok_or_else(too_large)?;
     // Ask the allocator for the whole block once, untouched, so a size the
     // system cannot provide is refused here instead of aborting in the
     // channel's allocation.
     Vec::<u8>::new()
         .try_reserve_exact(bytes)
         .map_err(|_| too_large())
+}
+
+/// The bytes of a lane's preallocated slots: each the envelope plus the
+/// channel's stamp. `None` on overflow.
+fn lane_bytes<J: Job>(capacity: usize) -> Option<usize> {
+    capacity.checked_mul(size_of::<(usize, Envelope<J>)>())
+}
+
+/// Refuses lanes that each fit (`check_capacity` passed) but not all three
+/// together: the channels allocate their slots one after another, and the
+/// last allocation would abort the process.
+fn check_lanes_together<J: Job>(capacity: &[usize; 3]) -> Result<(), BuildError> {
+    let total = capacity
+        .iter()
+        .try_fold(0_usize, |sum, &c| sum.checked_add(lane_bytes::<J>(c)?));
+    let fits = total.is_some_and(|bytes| Vec::<u8>::new().try_reserve_exact(bytes).is_ok());
+    if fits {
+        Ok(())
+    } else {
+        Err(BuildError::new(BuildErrorKind::LanesTooLarge {
+            capacity: *capacity,
+        }))
+    }
 }
 
 #[cfg(test)]

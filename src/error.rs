@@ -88,9 +88,23 @@ macro_rules! refusal {
 /// # Examples
 ///
 /// ```
-/// use triage_pool::{FnJob, Pool, TrySubmitError};
+/// use std::sync::mpsc;
+/// use triage_pool::{FnJob, Pool, Priority, TrySubmitError};
 ///
-/// let pool: Pool<FnJob> = Pool::builder().workers(1).build()?;
+/// let pool: Pool<FnJob> = Pool::builder().workers(1).capacity(Priority::Normal, 1).build()?;
+/// let (started_tx, started) = mpsc::channel();
+/// let (release, hold) = mpsc::channel::<()>();
+/// pool.submit(FnJob::new(move |_| {
+///     started_tx.send(()).unwrap();
+///     hold.recv().ok();
+/// }))?;
+/// started.recv()?; // the only worker is busy
+/// pool.try_submit(FnJob::new(|_| ()))?; // takes the lane's one slot
+/// match pool.try_submit(FnJob::new(|_| ())) {
+///     Err(TrySubmitError::Full(job)) => assert!(!job.is_spent()), // handed back unrun
+///     other => panic!("unexpected {other:?}"),
+/// }
+/// release.send(())?;
 /// pool.stop()?;
 /// match pool.try_submit(FnJob::new(|_| ())) {
 ///     Err(TrySubmitError::Stopped(job)) => drop(job),
@@ -117,9 +131,19 @@ refusal!(TrySubmitError, "try_submit(FnJob::new(|_| ()))" {
 /// # Examples
 ///
 /// ```
-/// use triage_pool::{FnJob, Pool, SubmitError};
+/// use std::sync::mpsc;
+/// use triage_pool::{FnJob, Pool, Priority, SubmitError};
 ///
-/// let pool: Pool<FnJob> = Pool::builder().workers(1).build()?;
+/// let pool: Pool<FnJob> = Pool::builder().workers(1).capacity(Priority::Normal, 1).build()?;
+/// // A job submitting to its own pool is refused, not blocked, on a full lane.
+/// let tx = pool.submitter();
+/// let (refused_tx, refused) = mpsc::channel();
+/// pool.submit(FnJob::new(move |_| {
+///     tx.submit(FnJob::new(|_| ())).unwrap(); // takes the lane's one slot
+///     let err = tx.submit(FnJob::new(|_| ())).unwrap_err();
+///     refused_tx.send(err.is_full()).unwrap();
+/// }))?;
+/// assert!(refused.recv()?);
 /// pool.stop()?;
 /// let err: SubmitError<FnJob> = pool.submit(FnJob::new(|_| ())).unwrap_err();
 /// assert!(err.is_stopped());
@@ -149,10 +173,22 @@ refusal!(SubmitError, "submit(FnJob::new(|_| ()))" {
 /// # Examples
 ///
 /// ```
+/// use std::sync::mpsc;
 /// use std::time::Duration;
-/// use triage_pool::{FnJob, Pool};
+/// use triage_pool::{FnJob, Pool, Priority};
 ///
-/// let pool: Pool<FnJob> = Pool::builder().workers(1).build()?;
+/// let pool: Pool<FnJob> = Pool::builder().workers(1).capacity(Priority::Normal, 1).build()?;
+/// let (started_tx, started) = mpsc::channel();
+/// let (release, hold) = mpsc::channel::<()>();
+/// pool.submit(FnJob::new(move |_| {
+///     started_tx.send(()).unwrap();
+///     hold.recv().ok();
+/// }))?;
+/// started.recv()?; // the only worker is busy
+/// pool.submit(FnJob::new(|_| ()))?; // takes the lane's one slot
+/// let err = pool.submit_timeout(FnJob::new(|_| ()), Duration::from_millis(10)).unwrap_err();
+/// assert!(err.is_timeout()); // the job is inside: err.into_inner()
+/// release.send(())?;
 /// pool.stop()?;
 /// let err = pool.submit_timeout(FnJob::new(|_| ()), Duration::from_millis(1)).unwrap_err();
 /// assert!(err.is_stopped());
@@ -209,6 +245,8 @@ pub(crate) enum BuildErrorKind {
         requested: usize,
         max: usize,
     },
+    #[error("the lanes' capacities (Urgent {}, Normal {}, Bulk {} slots) each fit in memory but not all three together", capacity[0], capacity[1], capacity[2])]
+    LanesTooLarge { capacity: [usize; 3] },
     #[error("the {lane} lane's low-water mark {depth} must be below its capacity {capacity}")]
     LowWaterTooHigh {
         lane: Priority,

@@ -308,10 +308,26 @@ impl Context {
     /// # Examples
     ///
     /// ```
+    /// use std::sync::mpsc;
     /// use triage_pool::{Context, FnJob, Pool, Priority};
     ///
-    /// let pool: Pool<FnJob> = Pool::builder().workers(1).build()?;
-    /// pool.submit_to(Priority::Bulk, FnJob::new(|ctx: &Context| assert!(!ctx.is_reserved_worker())))?;
+    /// let pool: Pool<FnJob> = Pool::builder().workers(1).reserved_urgent_workers(1).build()?;
+    /// // Only general workers take Bulk jobs; hold the one general worker.
+    /// let (started_tx, started) = mpsc::channel();
+    /// let (release, hold) = mpsc::channel::<()>();
+    /// pool.submit_to(Priority::Bulk, FnJob::new(move |ctx: &Context| {
+    ///     assert!(!ctx.is_reserved_worker());
+    ///     started_tx.send(()).unwrap();
+    ///     hold.recv().ok();
+    /// }))?;
+    /// started.recv()?;
+    /// // So the reserved worker runs this urgent job.
+    /// let (ran_tx, ran) = mpsc::channel();
+    /// pool.submit_to(Priority::Urgent, FnJob::new(move |ctx: &Context| {
+    ///     ran_tx.send(ctx.is_reserved_worker()).unwrap();
+    /// }))?;
+    /// assert!(ran.recv()?);
+    /// release.send(())?;
     /// assert!(pool.stop()?.is_clean());
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```

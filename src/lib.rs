@@ -54,9 +54,11 @@
 //! - [`submit_timeout`](Submitter::submit_timeout) waits up to its timeout,
 //!   then returns [`SubmitTimeoutError::Timeout`] with the job inside.
 //!
-//! A job that submits follow-up work to its own pool is never blocked: on a
-//! full lane its `submit` returns [`SubmitError::Full`] instead, since
-//! workers waiting for room only workers can make would deadlock.
+//! A job that submits follow-up work to its own pool is never blocked by
+//! `submit` or `try_submit`: on a full lane its `submit` returns
+//! [`SubmitError::Full`] instead, since workers waiting for room only
+//! workers can make would deadlock. `submit_timeout` with a nonzero,
+//! finite timeout waits on a worker thread too, up to that timeout.
 //!
 //! Producer threads use [`Submitter`] clones from [`Pool::submitter`].
 //!
@@ -149,7 +151,9 @@
 //!     pool.submit(Record::Visit(subject))?;
 //!     if subject % 1_000 == 0 {
 //!         pool.submit(Record::Rescore(subject))?;
-//!         pool.submit(Record::AdverseEvent(subject))?; // jumps the backlog
+//!         // Taken before every queued visit and rescore (tests/lanes.rs
+//!         // shows the order with the workers held).
+//!         pool.submit(Record::AdverseEvent(subject))?;
 //!     }
 //! }
 //! let report = pool.stop()?;
@@ -175,7 +179,7 @@
 //! |---|---|---|---|
 //! | [`Pool::stop`] | run | waited for | when all ran |
 //! | [`Pool::stop_now`] | handed back unrun | waited for (cancel flag up) | when running ones return |
-//! | [`Pool::stop_timeout`] | run until the deadline, then handed back | abandoned at the deadline | shortly after the deadline |
+//! | [`Pool::stop_timeout`] | run until the deadline, then handed back | abandoned at the deadline | when all ran, at the latest shortly after the deadline |
 //! | `drop(pool)` | run | waited for | like `stop`, report logged |
 //!
 //! All of them close intake first: every later submit is refused with its
@@ -183,7 +187,10 @@
 //! back. The [`StopReport`] returns every job that did not succeed by value:
 //! failed with its error, panicked with its message, unrun (lane order, then
 //! queue order, ready for a resume file). The ledger balances:
-//! `accepted = succeeded + failed + panicked + unrun + abandoned`.
+//! `accepted = succeeded + failed + panicked + unrun + abandoned + taken`,
+//! where `taken` counts the failed and panicked jobs already removed with
+//! [`take_failed`](Submitter::take_failed) and
+//! [`take_panicked`](Submitter::take_panicked) while the pool ran.
 //!
 //! Stops are idempotent and may race each other and `Drop` (a `stop_now`, or
 //! a `stop_timeout` whose deadline passes, escalates a `stop` already
@@ -196,8 +203,8 @@
 //!
 //! Three hooks run on each worker thread with its index: [`on_worker_start`]
 //! before its first job (open a database connection into a thread-local),
-//! [`on_worker_idle`] whenever it runs out of work after running jobs and
-//! once more before it exits (flush what its jobs buffered: a batch of rows
+//! [`on_worker_idle`] whenever it runs out of work after running jobs, and
+//! before it exits if it ran a job since (flush what its jobs buffered: a batch of rows
 //! written in one transaction instead of one per job), and
 //! [`on_worker_stop`] as it exits (close the connection). Every stop returns
 //! only after the hooks of the workers it joined have run, so a stop — even

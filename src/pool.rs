@@ -904,7 +904,10 @@ impl<J: Job> Pool<J> {
     ///
     /// Called while another thread's `stop` is draining, it escalates that
     /// stop (the draining call receives the unrun jobs) and waits for it.
-    /// Otherwise idempotent like [`stop`](Self::stop).
+    /// Otherwise idempotent like [`stop`](Self::stop): once stopped, it
+    /// waits for any job an earlier [`stop_timeout`](Self::stop_timeout)
+    /// abandoned to end — without a bound, so a job that never returns
+    /// blocks it; a later `stop_timeout` bounds that wait instead.
     ///
     /// # Errors
     ///
@@ -947,14 +950,17 @@ impl<J: Job> Pool<J> {
     /// it and log the outcome. A later [`stop`](Self::stop) joins
     /// such threads; dropping the pool does not wait for them.
     ///
-    /// Returns shortly after the deadline: the time for the workers not
-    /// running a job to exit. Only jobs are abandoned, not the worker
+    /// Returns as soon as the drain finishes, and at the latest shortly
+    /// after the deadline: the time for the workers not running a job to
+    /// exit. Only jobs are abandoned, not the worker
     /// hooks: a worker inside its
     /// [`on_worker_start`](crate::Builder::on_worker_start),
     /// [`on_worker_idle`](crate::Builder::on_worker_idle) or
     /// [`on_worker_stop`](crate::Builder::on_worker_stop) hook at the
     /// deadline is waited for, so keep hooks short (or bounded) where the
-    /// deadline matters. A zero timeout hands the queue back at once; a timeout too
+    /// deadline matters. A zero timeout hands the queue back at once and
+    /// abandons every job running at that moment (each in `abandoned`; its
+    /// outcome is only logged); a timeout too
     /// large to add to the current time (such as `Duration::MAX`) waits like
     /// `stop`. If another thread is already stopping the pool, waits for it
     /// until the deadline, then raises the cancel flag and returns an empty

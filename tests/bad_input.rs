@@ -1,4 +1,5 @@
-//! Bad input to the builder: zero or absurd worker counts and capacities,
+//! Bad input to the builder: zero or absurd worker counts and capacities
+//! (alone, and lanes too large only together),
 //! a NUL byte in the thread name, and a stack size the OS refuses, each
 //! give a clear `BuildError` — never a panic, an abort or a hang. (The
 //! thread-count check after a spawn failure lives in `spawn_failure.rs`,
@@ -114,6 +115,48 @@ fn capacity_whose_slots_cannot_fit_in_memory_is_refused() {
             .build()
             .expect_err("64 PiB of slots accepted");
         assert!(err.is_invalid_config(), "{err:?}");
+    });
+}
+
+/// RAM plus swap in bytes, when the kernel refuses single allocations
+/// larger than that (Linux's default heuristic overcommit, mode 0) and
+/// grants smaller ones untouched; `None` elsewhere.
+fn heuristic_overcommit_limit() -> Option<u64> {
+    let mode = std::fs::read_to_string("/proc/sys/vm/overcommit_memory").ok()?;
+    if mode.trim() != "0" {
+        return None;
+    }
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kib = |key: &str| -> Option<u64> {
+        let line = meminfo.lines().find(|l| l.starts_with(key))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    };
+    Some((kib("MemTotal:")? + kib("SwapTotal:")?) * 1024)
+}
+
+#[test]
+fn lanes_that_fit_alone_but_not_together_are_refused() {
+    guarded(|| {
+        let Some(limit) = heuristic_overcommit_limit() else {
+            eprintln!("skipped: needs Linux with vm.overcommit_memory = 0");
+            return;
+        };
+        // Each lane 60% of RAM + swap (granted alone, untouched), all
+        // three 180% (refused): without the combined check the channels
+        // would allocate one after another and the process would abort or
+        // be killed. Slots of 1 GiB keep the memory a wrongly accepted
+        // pool would touch (the channels' per-slot stamps) to a few pages.
+        // The message tells the combined refusal from a per-lane one.
+        let slots = (limit * 6 / 10).div_ceil(1 << 30) as usize;
+        let mut builder = Pool::<Huge>::builder().workers(1);
+        for lane in Priority::ALL {
+            builder = builder.capacity(lane, slots);
+        }
+        let err = builder.build().expect_err("lanes over RAM + swap accepted");
+        assert!(err.is_invalid_config(), "{err:?}");
+        let text = err.to_string();
+        assert!(text.contains("not all three together"), "{text}");
+        assert!(text.contains(&format!("Normal {slots}")), "{text}");
     });
 }
 
