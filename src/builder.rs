@@ -963,6 +963,20 @@ mod tests {
         );
     }
 
+    #[test]
+    fn copies_of_exactly_half_the_platform_stack_keep_the_default() {
+        // The stack grows only when the job's 48 copies come to *more*
+        // than half the platform default; exactly half still fits.
+        let size = 1 << 10;
+        let platform = 2 * 48 * size;
+        assert_eq!(stack_for_job_size(size, platform), None);
+        // One byte more per copy is over half.
+        assert_eq!(
+            stack_for_job_size(size + 1, platform),
+            Some(platform + 48 * (size + 1))
+        );
+    }
+
     /// Runs `f` on its own thread and fails if it has not returned within
     /// a minute: `build` joins the workers it started, so a bug there
     /// would otherwise hang the test.
