@@ -443,12 +443,14 @@ fn triage_builder<J: Job>(workers: usize) -> triage_pool::Builder<J> {
         .capacity(Priority::Bulk, CAPACITY)
 }
 
+/// `go_binary`: `TRIAGE_BENCH_GO`, the Go peer's binary, if set.
 fn bench_one(
     group: &mut BenchmarkGroup<'_, WallTime>,
     peer: &str,
     round: usize,
     w: &Workload,
     iters: u64,
+    go_binary: Option<&std::ffi::OsStr>,
 ) {
     let id = BenchmarkId::new(peer, format!("r{round}"));
     let n = w.workers;
@@ -545,8 +547,8 @@ fn bench_one(
         ),
         "inline" => bench_peer(group, id, Inline, w, iters),
         "go_pool" => {
-            let binary = std::env::var_os("TRIAGE_BENCH_GO").expect("filtered out when unset");
-            let mut peer = GoPeer::start(&binary, n);
+            let binary = go_binary.expect("filtered out when unset");
+            let mut peer = GoPeer::start(binary, n);
             group.bench_function(id, |b| b.iter_custom(|reps| peer.run(w, reps)));
         }
         other => unreachable!("unknown peer {other}"),
@@ -575,6 +577,7 @@ fn rounds() -> usize {
 fn throughput(c: &mut Criterion) {
     let iters_per_us = common::calibrate();
     let rounds = rounds();
+    let go_binary = std::env::var_os("TRIAGE_BENCH_GO");
     eprintln!("calibrated: {iters_per_us:.1} spin iterations per µs; {rounds} round(s)");
     // Only a measuring run may tell `bench_report` which results are current.
     if measuring() {
@@ -583,8 +586,8 @@ fn throughput(c: &mut Criterion) {
             ("rounds", rounds.to_string()),
             ("iters_per_us", format!("{iters_per_us:.2}")),
         ];
-        if let Some(binary) = std::env::var_os("TRIAGE_BENCH_GO") {
-            fields.push(("go", GoPeer::start(&binary, 1).version.clone()));
+        if let Some(binary) = &go_binary {
+            fields.push(("go", GoPeer::start(binary, 1).version.clone()));
         }
         common::write_run_marker(&fields);
     }
@@ -600,13 +603,13 @@ fn throughput(c: &mut Criterion) {
                 .copied()
                 // Inline work only makes sense for CPU work and one producer.
                 .filter(|&p| p != "inline" || (w.work_us > 0.0 && w.producers == 1))
-                .filter(|&p| p != "go_pool" || std::env::var_os("TRIAGE_BENCH_GO").is_some())
+                .filter(|&p| p != "go_pool" || go_binary.is_some())
                 .collect();
             if round % 2 == 1 {
                 order.reverse();
             }
             for peer in order {
-                bench_one(&mut group, peer, round, w, iters);
+                bench_one(&mut group, peer, round, w, iters, go_binary.as_deref());
             }
         }
         group.finish();

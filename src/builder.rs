@@ -893,13 +893,17 @@ fn check_capacity<J: Job>(lane: Priority, capacity: usize) -> Result<(), BuildEr
     if capacity > Builder::<J>::MAX_CAPACITY {
         return Err(too_large());
     }
-    let bytes = lane_bytes::<J>(capacity).ok_or_else(too_large)?;
-    // Ask the allocator for the whole block once, untouched, so a size the
-    // system cannot provide is refused here instead of aborting in the
-    // channel's allocation.
-    Vec::<u8>::new()
-        .try_reserve_exact(bytes)
-        .map_err(|_| too_large())
+    match lane_bytes::<J>(capacity) {
+        Some(bytes) if can_allocate(bytes) => Ok(()),
+        _ => Err(too_large()),
+    }
+}
+
+/// Whether the allocator grants `bytes` in one block. Asked once,
+/// untouched and freed at once, so a size the system cannot provide is
+/// refused by `build` instead of aborting in a channel's allocation.
+fn can_allocate(bytes: usize) -> bool {
+    Vec::<u8>::new().try_reserve_exact(bytes).is_ok()
 }
 
 /// The bytes of a lane's preallocated slots: each the envelope plus the
@@ -915,8 +919,7 @@ fn check_lanes_together<J: Job>(capacity: &[usize; 3]) -> Result<(), BuildError>
     let total = capacity
         .iter()
         .try_fold(0_usize, |sum, &c| sum.checked_add(lane_bytes::<J>(c)?));
-    let fits = total.is_some_and(|bytes| Vec::<u8>::new().try_reserve_exact(bytes).is_ok());
-    if fits {
+    if total.is_some_and(can_allocate) {
         Ok(())
     } else {
         Err(BuildError::new(BuildErrorKind::LanesTooLarge {

@@ -10,7 +10,7 @@ mod common;
 use std::error::Error;
 use std::io;
 
-use common::{guarded, Probe};
+use common::{guarded, proc_bytes, Probe};
 use triage_pool::{BuildError, Builder, Context, FnJob, Job, Pool, Priority};
 
 type B = Builder<FnJob>;
@@ -126,12 +126,8 @@ fn heuristic_overcommit_limit() -> Option<u64> {
     if mode.trim() != "0" {
         return None;
     }
-    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let kib = |key: &str| -> Option<u64> {
-        let line = meminfo.lines().find(|l| l.starts_with(key))?;
-        line.split_whitespace().nth(1)?.parse().ok()
-    };
-    Some((kib("MemTotal:")? + kib("SwapTotal:")?) * 1024)
+    let ram = proc_bytes("/proc/meminfo", "MemTotal:")?;
+    Some(ram + proc_bytes("/proc/meminfo", "SwapTotal:")?)
 }
 
 #[test]

@@ -11,7 +11,7 @@ use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{guarded, thread_count};
+use common::{guarded, proc_bytes, thread_count};
 use triage_pool::{BuildError, FnJob, Pool};
 
 /// Waits (bounded) until the process is back to `baseline` threads and
@@ -87,13 +87,7 @@ impl Drop for AddressSpaceLimit {
 
 /// Virtual memory of this process in bytes.
 fn vm_size() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-    let kb: u64 = status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmSize:"))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmSize");
-    kb * 1024
+    proc_bytes("/proc/self/status", "VmSize:").expect("VmSize in /proc/self/status")
 }
 
 #[test]

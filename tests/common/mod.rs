@@ -268,6 +268,21 @@ impl Drop for Probe {
     }
 }
 
+/// The value in bytes of a `Key:   N kB` line (`key` includes the colon)
+/// of a /proc file such as /proc/meminfo or /proc/self/status; `None` if
+/// the file cannot be read or has no such line.
+pub fn proc_bytes(path: &str, key: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let kib: u64 = text
+        .lines()
+        .find_map(|line| line.strip_prefix(key))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
+}
+
 /// Number of threads in this process (Linux: entries of /proc/self/task).
 pub fn thread_count() -> Option<usize> {
     std::fs::read_dir("/proc/self/task").ok().map(|d| d.count())
