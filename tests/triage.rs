@@ -797,6 +797,41 @@ fn starvation_bound_holds_per_worker_with_two_workers() {
             }
         }
         assert!(windows >= 40, "only {windows} windows checked");
+
+        // The other side of the bound: while Urgent has work, a worker
+        // takes at most one Normal job per `BOUND` urgent ones (Urgent keeps
+        // its share however the workers' counts interleave). The same slack
+        // for log order as above.
+        let last_urgent = log
+            .iter()
+            .enumerate()
+            .filter(|(_, &(_, lane))| lane == Urgent)
+            .map(|(i, _)| i)
+            .rev()
+            .nth(WORKERS - 1)
+            .unwrap();
+        let mut gaps = 0;
+        for worker in 0..WORKERS {
+            let mine: Vec<Priority> = log[..last_urgent]
+                .iter()
+                .filter(|&&(w, _)| w == worker)
+                .map(|&(_, lane)| lane)
+                .collect();
+            let normals: Vec<usize> = (0..mine.len()).filter(|&i| mine[i] == Normal).collect();
+            for pair in normals.windows(2) {
+                let urgent_between = mine[pair[0]..pair[1]]
+                    .iter()
+                    .filter(|&&lane| lane == Urgent)
+                    .count();
+                assert!(
+                    urgent_between >= BOUND,
+                    "worker {worker}: two Normal jobs {urgent_between} urgent apart in {}",
+                    render(&mine)
+                );
+                gaps += 1;
+            }
+        }
+        assert!(gaps >= 40, "only {gaps} gaps checked");
     });
 }
 
