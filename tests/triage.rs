@@ -850,6 +850,97 @@ fn strict_priority_starts_no_normal_job_until_urgent_is_empty() {
 }
 
 #[test]
+fn a_lower_lane_found_empty_starts_its_count_over() {
+    // Worker 0 starts counting Normal (it takes an urgent job while a
+    // normal one waits), worker 1 takes that normal job, and worker 0 then
+    // finds Normal empty. A normal job queued later must wait through the
+    // full bound again on worker 0, not finish the old count.
+    const BOUND: usize = 2;
+    guarded(|| {
+        let (idle_tx, idle_rx) = mpsc::channel::<usize>();
+        let idle_tx = Mutex::new(idle_tx);
+        let pool: Pool<FnJob> = Pool::builder()
+            .workers(2)
+            .starvation_bound(BOUND as u32)
+            .on_worker_idle(move |worker| {
+                let _ = idle_tx.lock().unwrap().send(worker);
+            })
+            .build()
+            .expect("build");
+        let holds = [Latch::new(), Latch::new()];
+        let (later, stuck) = (Latch::new(), Latch::new());
+        let _release = OpenOnDrop::new(&[&holds[0], &holds[1], &later, &stuck]);
+        let (started_tx, started) = mpsc::channel::<(&'static str, usize, Priority)>();
+        let job = |name: &'static str, wait: Option<Arc<Latch>>| {
+            let started_tx = started_tx.clone();
+            FnJob::new(move |ctx: &Context| {
+                started_tx
+                    .send((name, ctx.worker_index(), ctx.lane()))
+                    .expect("test is listening");
+                if let Some(latch) = wait {
+                    latch.wait();
+                }
+            })
+        };
+        let next = || {
+            started
+                .recv_timeout(START_LIMIT)
+                .expect("a job started in time")
+        };
+        // Hold each worker on its own latch.
+        for _ in 0..2 {
+            let (started_tx, holds) = (started_tx.clone(), holds.clone());
+            pool.submit(FnJob::new(move |ctx: &Context| {
+                let worker = ctx.worker_index();
+                started_tx
+                    .send(("hold", worker, ctx.lane()))
+                    .expect("test is listening");
+                holds[worker].wait();
+            }))
+            .expect("submit");
+        }
+        assert_eq!([next().0, next().0], ["hold", "hold"]);
+
+        pool.submit_to(Urgent, job("u1", Some(Arc::clone(&later))))
+            .expect("submit");
+        pool.submit_to(Normal, job("n1", Some(Arc::clone(&stuck))))
+            .expect("submit");
+        holds[0].open();
+        assert_eq!(next(), ("u1", 0, Urgent), "worker 0 takes u1, counting n1");
+        holds[1].open();
+        assert_eq!(
+            next(),
+            ("n1", 1, Normal),
+            "worker 1 takes n1 and stays in it"
+        );
+        later.open();
+        // Worker 0 finishes u1 and runs out of work: Normal found empty.
+        assert_eq!(idle_rx.recv_timeout(START_LIMIT), Ok(0));
+
+        // A gate job for worker 0 (Normal is empty as it takes it), then a
+        // normal job and urgent ones queue behind the gate.
+        let gate = Latch::new();
+        let _release_gate = OpenOnDrop::new(&[&gate]);
+        pool.submit_to(Urgent, job("gate", Some(Arc::clone(&gate))))
+            .expect("submit");
+        assert_eq!(next(), ("gate", 0, Urgent));
+        pool.submit_to(Normal, job("n2", None)).expect("submit");
+        for name in ["u2", "u3", "u4", "u5"] {
+            pool.submit_to(Urgent, job(name, None)).expect("submit");
+        }
+        gate.open();
+        let order: Vec<&str> = (0..5).map(|_| next().0).collect();
+        assert_eq!(
+            order,
+            ["u2", "u3", "n2", "u4", "u5"],
+            "n2 waits through the whole bound of {BOUND}"
+        );
+        stuck.open();
+        assert!(pool.stop().expect("stop").is_clean());
+    });
+}
+
+#[test]
 fn strict_priority_replaces_an_earlier_starvation_bound() {
     guarded(|| {
         let order = backlog_order(
