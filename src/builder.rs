@@ -419,8 +419,8 @@ impl<J: Job> Builder<J> {
     /// taking a job from a higher lane, it sees the lower lane with work
     /// waiting, and starts over when it takes a job from that lane or finds
     /// it empty while looking for work; it does not look at the lane after
-    /// every dequeue (that cost more than a third of the throughput with
-    /// every lane busy). With one general worker this is exactly "`bound`
+    /// every dequeue (that cost up to a third of the throughput with every
+    /// lane busy). With one general worker this is exactly "`bound`
     /// jobs while the lane waited". With several, other workers may empty
     /// the lane while one worker counts; a job that arrives in the lane
     /// before that worker notices can then be taken sooner than `bound`
