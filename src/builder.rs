@@ -424,8 +424,9 @@ impl<J: Job> Builder<J> {
     /// jobs while the lane waited". With several, other workers may empty
     /// the lane while one worker counts; a job that arrives in the lane
     /// before that worker notices can then be taken sooner than `bound`
-    /// dequeues after it arrived — never later, and never more than one
-    /// job from the lane per `bound` higher-lane jobs of that worker.
+    /// dequeues after it arrived — never later. Either way, while a higher
+    /// lane has work, a worker takes at most one job from the lower lane
+    /// per `bound` jobs it takes from the lanes above.
     ///
     /// So while every lane has work, each general worker:
     /// - takes a `Normal` job after at most `bound` `Urgent` ones (and at
