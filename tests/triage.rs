@@ -768,21 +768,27 @@ fn starvation_bound_holds_per_worker_with_two_workers() {
         // entry per other worker (a worker logs a job before it dequeues its
         // next one), so a window counts as saturated only if `WORKERS` jobs
         // of the lane are logged after it.
-        let last_normal = log
-            .iter()
-            .enumerate()
-            .filter(|(_, &(_, lane))| lane == Normal)
-            .map(|(i, _)| i)
-            .rev()
-            .nth(WORKERS - 1)
-            .unwrap();
-        let mut windows = 0;
-        for worker in 0..WORKERS {
-            let mine: Vec<Priority> = log[..last_normal]
+        let saturated_until = |of: Priority| {
+            log.iter()
+                .enumerate()
+                .filter(|(_, &(_, lane))| lane == of)
+                .map(|(i, _)| i)
+                .rev()
+                .nth(WORKERS - 1)
+                .unwrap()
+        };
+        // The lanes `worker` took its jobs from, in order, up to `end`.
+        let lanes_of = |worker: usize, end: usize| -> Vec<Priority> {
+            log[..end]
                 .iter()
                 .filter(|&&(w, _)| w == worker)
                 .map(|&(_, lane)| lane)
-                .collect();
+                .collect()
+        };
+        let last_normal = saturated_until(Normal);
+        let mut windows = 0;
+        for worker in 0..WORKERS {
+            let mine = lanes_of(worker, last_normal);
             if mine.len() < BOUND + 2 {
                 continue;
             }
@@ -802,21 +808,10 @@ fn starvation_bound_holds_per_worker_with_two_workers() {
         // takes at most one Normal job per `BOUND` urgent ones (Urgent keeps
         // its share however the workers' counts interleave). The same slack
         // for log order as above.
-        let last_urgent = log
-            .iter()
-            .enumerate()
-            .filter(|(_, &(_, lane))| lane == Urgent)
-            .map(|(i, _)| i)
-            .rev()
-            .nth(WORKERS - 1)
-            .unwrap();
+        let last_urgent = saturated_until(Urgent);
         let mut gaps = 0;
         for worker in 0..WORKERS {
-            let mine: Vec<Priority> = log[..last_urgent]
-                .iter()
-                .filter(|&&(w, _)| w == worker)
-                .map(|&(_, lane)| lane)
-                .collect();
+            let mine = lanes_of(worker, last_urgent);
             let normals: Vec<usize> = (0..mine.len()).filter(|&i| mine[i] == Normal).collect();
             for pair in normals.windows(2) {
                 let urgent_between = mine[pair[0]..pair[1]]
