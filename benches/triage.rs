@@ -42,7 +42,7 @@
 //!
 //! Last, how long `stop()` takes on an idle pool, against dropping the
 //! floor's channel and joining its threads (the issue's "stop on an idle
-//! pool returns promptly": no polling interval in the shutdown path).
+//! pool returns promptly": no polling interval in `stop()`).
 
 mod common;
 
@@ -490,8 +490,8 @@ fn measure_idle_stops(trials: usize) -> [(&'static str, Vec<Duration>); 2] {
 /// The idle-stop table.
 fn render_stops(stops: &[(&'static str, Vec<Duration>)]) -> String {
     let mut s = String::from(
-        "\nStopping an idle pool (no polling interval anywhere in the shutdown \
-         path, so this is the cost of waking and joining the threads):\n\n\
+        "\nStopping an idle pool (no polling interval in `stop()`, so this is \
+         the cost of waking and joining the threads):\n\n\
          | what | trials | median | p99 | max |\n|---|---:|---:|---:|---:|\n",
     );
     for (what, times) in stops {

@@ -17,6 +17,12 @@ const DEFAULT_CAPACITY: [usize; 3] = [256, 1024, 1024];
 
 /// Configures and starts a [`Pool`]. Get one from [`Pool::builder`].
 ///
+/// Every setter overwrites its setting (per lane for
+/// [`capacity`](Self::capacity) and [`low_water`](Self::low_water)): the
+/// last call wins, hooks included. Nothing is checked until
+/// [`build`](Self::build), which validates the whole configuration before
+/// it starts any thread.
+///
 /// | setting | default |
 /// |---|---|
 /// | [`workers`](Self::workers) | `num_cpus::get()` |
@@ -26,7 +32,7 @@ const DEFAULT_CAPACITY: [usize; 3] = [256, 1024, 1024];
 /// | [`low_water`](Self::low_water) | half of each lane's capacity |
 /// | [`starvation_bound`](Self::starvation_bound) | 32 |
 /// | [`thread_name`](Self::thread_name) | `"triage-pool"` |
-/// | [`stack_size`](Self::stack_size) | the platform's default (more for job types over about 21 KiB) |
+/// | [`stack_size`](Self::stack_size) | the platform's default (more for job types over about 21 KiB, with 2 MiB as the platform's default) |
 /// | [`timing`](Self::timing) | on |
 /// | [`on_worker_start`](Self::on_worker_start), [`on_worker_stop`](Self::on_worker_stop), [`on_worker_idle`](Self::on_worker_idle) | none |
 ///
@@ -247,7 +253,10 @@ impl<J: Job> Builder<J> {
     /// `reserved_urgent_workers(1)` is three threads). They sleep while the
     /// `Urgent` lane is empty, so an urgent job starts without waiting for
     /// any running routine job. General workers still take urgent jobs
-    /// first. Defaults to 0.
+    /// first. Defaults to 0. General and reserved workers together are
+    /// limited to [`MAX_WORKERS`](Self::MAX_WORKERS), and a pool needs at
+    /// least one general worker: `workers(0)` is refused however many
+    /// reserved workers there are.
     ///
     /// The reserved threads still need a core to run on: when every core
     /// is busy with general workers' CPU-bound jobs, how soon a woken
@@ -303,7 +312,7 @@ impl<J: Job> Builder<J> {
     /// reserved worker (`benches/triage.rs`, 300 trials per run): urgent
     /// start latency p99 2.4–3.3 ms at 0; at 19, 25–76 µs in most runs
     /// (1.5–2 ms in runs started while the host was busy with other
-    /// load); at 5, 45–47 µs in two runs of six and 2.5–3.1 ms in the
+    /// load); at 5, 34–47 µs in three runs of seven and 2.5–3.1 ms in the
     /// others, and 10 or 15 were as erratic. For the best urgent latency use 19
     /// (the most the kernel allows); no nice value helps against load
     /// from outside the machine (other virtual machines on the host). When nothing else wants the CPU the general workers
@@ -516,13 +525,20 @@ impl<J: Job> Builder<J> {
     }
 
     /// Sets the prefix of worker thread names: general workers are named
-    /// `{prefix}-{index}`, reserved urgent workers `{prefix}-urgent-{index}`,
+    /// `{prefix}-{index}`, reserved urgent workers `{prefix}-u{index}`,
     /// where `index` is the worker index of [`Context::worker_index`](crate::Context::worker_index)
     /// (general workers first: with `workers(2)` the first reserved worker
-    /// is `{prefix}-urgent-2`).
+    /// is `{prefix}-u2`).
     /// Defaults to `"triage-pool"`. A prefix containing a NUL byte (which no
     /// OS thread name can hold) makes [`build`](Self::build) fail with an
     /// invalid-config error.
+    ///
+    /// [`std::thread::current().name()`](std::thread::Thread::name) and
+    /// panic messages show the whole name, but Linux keeps only the first
+    /// 15 bytes for the OS (what `top -H`, `ps -L`, `perf` and debuggers
+    /// show). With a prefix of at most 11 bytes, as the default is, the
+    /// names of the first 100 workers fit whole; with a longer prefix,
+    /// workers whose names differ only past the 15th byte look alike there.
     ///
     /// # Examples
     ///
@@ -553,8 +569,8 @@ impl<J: Job> Builder<J> {
     /// job by value through a few stack frames (measured: about 9 times the
     /// job's size in release builds, over 30 times in debug builds, needed
     /// even before the first job arrives). Counting a job as `n` bytes
-    /// (`size_of::<J>()` plus the pool's 8-byte timestamp, padded to `J`'s
-    /// alignment), when `48 × n` is more than half the platform default,
+    /// (`size_of::<J>()` plus the pool's 8-byte timestamp, rounded up to a
+    /// multiple of `J`'s alignment or 8, whichever is larger), when `48 × n` is more than half the platform default,
     /// the default is the platform default plus `48 × n`: with 2 MiB, for
     /// job types over about 21 KiB.
     /// A size set here is used as is: leave the room your jobs' own code
@@ -642,6 +658,9 @@ impl<J: Job> Builder<J> {
     /// A panic in the hook is caught and logged at `error`; the worker then
     /// runs normally.
     ///
+    /// One hook per pool: calling this again replaces the earlier hook
+    /// (compose your steps in one closure).
+    ///
     /// # Examples
     ///
     /// ```
@@ -678,6 +697,9 @@ impl<J: Job> Builder<J> {
     /// finally ends.
     ///
     /// A panic in the hook is caught and logged at `error`.
+    ///
+    /// One hook per pool: calling this again replaces the earlier hook
+    /// (compose your steps in one closure).
     ///
     /// # Examples
     ///
@@ -726,6 +748,9 @@ impl<J: Job> Builder<J> {
     /// A panic in the hook is caught and logged at `error`; the worker then
     /// carries on.
     ///
+    /// One hook per pool: calling this again replaces the earlier hook
+    /// (compose your steps in one closure).
+    ///
     /// # Examples
     ///
     /// ```
@@ -771,6 +796,15 @@ impl<J: Job> Builder<J> {
     }
 
     /// Validates the settings, allocates the lanes and starts every worker.
+    ///
+    /// Returns once every worker thread is spawned, without waiting for the
+    /// [`on_worker_start`](Self::on_worker_start) hooks. It blocks longer in
+    /// two cases: the first pool in a process with [`timing`](Self::timing)
+    /// on calibrates its clock (about 0.7 ms, up to 200 ms on a loaded
+    /// host), and when the OS refuses a thread, `build` joins the workers
+    /// already started, which run their start and stop hooks first (a start
+    /// hook that waits for something the caller does after `build` returns
+    /// then keeps `build` from returning).
     ///
     /// # Errors
     ///
@@ -842,10 +876,7 @@ impl<J: Job> Builder<J> {
             let (role, name) = if index < workers {
                 (Role::General, format!("{}-{index}", self.thread_name))
             } else {
-                (
-                    Role::UrgentOnly,
-                    format!("{}-urgent-{index}", self.thread_name),
-                )
+                (Role::UrgentOnly, format!("{}-u{index}", self.thread_name))
             };
             *shared.live.lock() += 1;
             let spec = Spawn {
@@ -1045,7 +1076,7 @@ mod tests {
                 .fail_spawn_at(3)
                 .build()
                 .unwrap_err();
-            assert!(err.to_string().contains("triage-pool-urgent-3"), "{err}");
+            assert!(err.to_string().contains("triage-pool-u3"), "{err}");
             let weak = LAST_SHARED
                 .with(|last| last.borrow_mut().take())
                 .expect("built");

@@ -17,8 +17,14 @@ use crate::sync::{AtomicBool, Condvar, Mutex, Ordering};
 ///
 /// A job that returns `Ok(())` *succeeded* and is dropped by the worker right
 /// after `run` returns. A job that returns `Err` *failed*; one that panics
-/// *panicked*. Both are kept until the pool stops and are then returned by
-/// value.
+/// *panicked*. Both are kept until you take them
+/// ([`take_failed`](crate::Submitter::take_failed),
+/// [`take_panicked`](crate::Submitter::take_panicked)) or the pool stops, and
+/// are then returned by value — unless the pool is dropped instead of
+/// stopped (its `Drop` logs the counts and drops the jobs), or the job was
+/// still running when a [`stop_timeout`](crate::Pool::stop_timeout) gave up
+/// on it (reported as [`Abandoned`](crate::Abandoned); its late outcome is
+/// logged and the job dropped).
 ///
 /// # Examples
 ///

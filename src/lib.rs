@@ -6,7 +6,15 @@
 //! and workers take from the highest lane that has work (a configurable
 //! starvation bound lets a long-waiting lower lane through). Every job
 //! that is accepted ends in exactly one terminal state, and every job that
-//! did not succeed comes back to the caller with its reason.
+//! did not succeed comes back to the caller with its reason: in the
+//! [`StopReport`] of a stop, or earlier through
+//! [`take_failed`](Submitter::take_failed) and
+//! [`take_panicked`](Submitter::take_panicked). Two cases are reported
+//! rather than handed back: a job still running when a
+//! [`stop_timeout`](Pool::stop_timeout) gives up on it (an [`Abandoned`]
+//! entry says which worker and since when; its late outcome is logged),
+//! and the jobs of a pool that is dropped instead of stopped (counted in a
+//! `warn` event, then dropped).
 //!
 //! # Quick start
 //!
@@ -95,7 +103,8 @@
 //! to give it one: [`Builder::general_worker_nice`] (Linux) lowers the
 //! general workers' priority so it preempts them at once (measured on 2
 //! cores with 10 ms routine jobs: urgent start p99 2.4–3.3 ms without,
-//! 25–76 µs with an increment of 19 in four runs of five). On Linux 6.12 or
+//! tens of microseconds with an increment of 19 in most runs; the
+//! numbers are in [`Builder::general_worker_nice`]). On Linux 6.12 or
 //! later a reserved worker that asks the kernel for a short time slice from
 //! [`Builder::on_worker_start`] does as well without touching the general
 //! workers (see [`Builder::reserved_urgent_workers`]).
@@ -161,7 +170,11 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! `examples/priorities.rs` runs this scenario and prints the urgent waits.
+//! `examples/priorities.rs` runs a larger version (24,000 visits through a
+//! `Normal` lane of 12,288 kept full, some of them 5 ms jobs) twice — with
+//! two general workers, then with a reserved urgent worker and
+//! [`Builder::general_worker_nice`] — and prints each adverse event's queue
+//! wait next to the wait of the routine record accepted just before it.
 //!
 //! # Panics
 //!
@@ -179,8 +192,9 @@
 //! |---|---|---|---|
 //! | [`Pool::stop`] | run | waited for | when all ran |
 //! | [`Pool::stop_now`] | handed back unrun | waited for (cancel flag up) | when running ones return |
-//! | [`Pool::stop_timeout`] | run until the deadline, then handed back | abandoned at the deadline | when all ran, at the latest shortly after the deadline |
-//! | `drop(pool)` | run | waited for | like `stop`, report logged |
+//! | [`Pool::stop_timeout`] | run until the deadline, then handed back | abandoned at the deadline | when all ran, at the latest shortly after the deadline (a worker hook still running is waited for) |
+//! | `drop(pool)` | run | waited for (not those a `stop_timeout` abandoned) | like `stop`; counts logged, jobs dropped |
+//! | `drop(pool)` on its own worker | run by the workers, detached | not waited for | at once |
 //!
 //! All of them close intake first: every later submit is refused with its
 //! job handed back, and submits blocked on a full lane wake up and get theirs
@@ -227,11 +241,20 @@
 //! 12.5 %, mean, max): the urgent lane's p99 is the triage guarantee,
 //! measured in production.
 //! Each running job sees its
-//! worker, lane and queue wait in its [`Context`]. Lifecycle edges are
-//! [`tracing`](https://docs.rs/tracing) events: worker start/stop and
-//! shutdown begin/end at `debug`, a job panic at `error` (with the worker
-//! index and message), a drop with unfinished work at `warn`. A job that
-//! succeeds logs nothing. A subscriber that panics while recording one of
+//! worker, lane and queue wait in its [`Context`].
+//!
+//! Lifecycle edges and everything that goes wrong are
+//! [`tracing`](https://docs.rs/tracing) events, each with the pool's `pool`
+//! id field (and `worker`, `lane` where there is one):
+//!
+//! | level | event |
+//! |---|---|
+//! | `debug` | pool started; worker started, stopped; worker priority lowered ([`Builder::general_worker_nice`]); shutdown begin, end (with the report's counts) |
+//! | `warn` | a drop with jobs that did not succeed (their counts); a pool dropped on its own worker thread, and the counts of what its detached drain did not run successfully; a job still running at a `stop_timeout` deadline (abandoned), and its late outcome; a worker that could not lower its priority |
+//! | `error` | a job panicked (with its message); a job's `Drop` panicked after it ran; a worker hook panicked; an abandoned job panicked after the deadline; a worker thread panicked outside a job |
+//!
+//! A job that succeeds or fails logs nothing: failures come back to you
+//! with their errors. A subscriber that panics while recording one of
 //! these events has its panic caught and dropped at the call site: it costs
 //! the event, never a job, a worker or a stop's report.
 #![forbid(unsafe_code)]
@@ -259,3 +282,8 @@ pub use crate::latency::LatencyHistogram;
 pub use crate::pool::{Pool, Submitter};
 pub use crate::report::{Abandoned, Failed, Panicked, StopReport, Unrun};
 pub use crate::stats::Stats;
+
+/// The README's code, compiled and run as a doc test so it cannot drift.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -726,7 +726,12 @@ struct Lifecycle {
 /// [`submitter`](Self::submitter) clones to producer threads. Stop with
 /// [`stop`](Self::stop) (drain), [`stop_now`](Self::stop_now) (hand back the
 /// queue) or [`stop_timeout`](Self::stop_timeout) (drain with a deadline);
-/// dropping the pool drains it like `stop`.
+/// dropping the pool drains it like `stop`, logs the counts of jobs that did
+/// not succeed at `warn` and drops those jobs (stop it to get them back).
+/// Two exceptions on `Drop`: workers a `stop_timeout` abandoned are not
+/// waited for, and a pool dropped on one of its own worker threads (a job
+/// holding the last handle) only closes intake and returns; its workers
+/// drain the lanes and exit on their own.
 ///
 /// `Pool<J>` is `Send + Sync`: share it in an `Arc` to stop it from another
 /// thread. Every stop method takes `&self` and is idempotent.

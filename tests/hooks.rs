@@ -60,7 +60,7 @@ fn check_log(log: &Log) {
     }
     for (hook, worker, name) in &log {
         let expected = if *worker == 2 {
-            "hooked-urgent-2".to_owned()
+            "hooked-u2".to_owned()
         } else {
             format!("hooked-{worker}")
         };
@@ -103,6 +103,39 @@ fn hooks_run_once_per_worker_on_its_thread_around_its_jobs() {
         pool.stop().expect("stop");
         // stop() joined the workers: every stop hook has run.
         check_log(&log);
+    });
+}
+
+/// Linux shows only the first 15 bytes of a thread name to `top -H`, `ps`
+/// and debuggers: with the default prefix every worker, general or
+/// reserved, must still be told apart there.
+#[cfg(target_os = "linux")]
+#[test]
+fn default_thread_names_stay_distinct_in_the_os() {
+    guarded(|| {
+        let names: Arc<Mutex<Vec<(usize, String)>>> = Arc::default();
+        let seen = Arc::clone(&names);
+        let pool: Pool<FnJob> = Pool::builder()
+            .workers(12)
+            .reserved_urgent_workers(90)
+            .on_worker_start(move |worker| {
+                let comm = std::fs::read_to_string("/proc/thread-self/comm").expect("comm");
+                seen.lock()
+                    .expect("names")
+                    .push((worker, comm.trim_end().to_owned()));
+            })
+            .build()
+            .expect("pool");
+        pool.stop().expect("stop");
+        let mut names = names.lock().expect("names").clone();
+        names.sort();
+        assert_eq!(names.len(), 102);
+        assert_eq!(names[0].1, "triage-pool-0");
+        assert_eq!(names[11].1, "triage-pool-11");
+        assert_eq!(names[12].1, "triage-pool-u12");
+        assert_eq!(names[101].1, "triage-pool-u101"[..15]);
+        let distinct: BTreeSet<&str> = names[..100].iter().map(|(_, n)| n.as_str()).collect();
+        assert_eq!(distinct.len(), 100, "{names:?}");
     });
 }
 
