@@ -196,7 +196,9 @@ refusal!(SubmitError, "submit(FnJob::new(|_| ()))" {
 /// ```
 #[derive(PartialEq, Eq, Clone, Copy)]
 pub enum SubmitTimeoutError<J> {
-    /// The lane was still full at the deadline.
+    /// The lane was still full at the deadline (or, for a zero timeout, at
+    /// once; so too on the pool's own worker thread with a timeout too large
+    /// for the clock, see [`Submitter::submit_timeout`](crate::Submitter::submit_timeout)).
     Timeout(J),
     /// The pool is stopping or stopped and takes no more work.
     Stopped(J),
@@ -333,7 +335,8 @@ pub enum StopError {
     /// worker hook):
     /// stopping waits for every worker to exit, and `wait_idle` (or
     /// `wait_idle_timeout`) for every job to finish, which would wait for
-    /// the calling job itself. Nothing was changed; the pool keeps running.
+    /// the calling job itself. This call changed nothing: the pool goes on
+    /// running, or stopping, as before.
     #[error("a pool cannot be stopped or waited for from one of its own worker threads")]
     OnWorkerThread,
 }

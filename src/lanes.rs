@@ -756,6 +756,15 @@ impl<J> Lanes<J> {
         self.gate.stripes[STRIPES - 1].load(Ordering::SeqCst) & CLOSED != 0
     }
 
+    /// Whether intake is closed to the calling thread: its own stripe, or
+    /// every stripe (the last one, set last). Agrees with the calling
+    /// thread's own submits: once true, they are refused, and after one was
+    /// refused as stopped it is true, even while `close` is still setting
+    /// the other stripes.
+    pub(crate) fn is_closed_to_caller(&self) -> bool {
+        self.stripe().load(Ordering::SeqCst) & CLOSED != 0 || self.is_closed()
+    }
+
     /// After `close`: waits until every submit that entered the gate before
     /// it closed has left, then seals the lanes and wakes every worker.
     pub(crate) fn seal(&self) {

@@ -192,7 +192,7 @@
 //! |---|---|---|---|
 //! | [`Pool::stop`] | run | waited for | when all ran |
 //! | [`Pool::stop_now`] | handed back unrun | waited for (cancel flag up) | when running ones return |
-//! | [`Pool::stop_timeout`] | run until the deadline, then handed back | abandoned at the deadline | when all ran, at the latest shortly after the deadline (a worker hook still running is waited for) |
+//! | [`Pool::stop_timeout`] | run until the deadline, then handed back | abandoned at the deadline | when all ran, at the latest after the deadline plus the workers' idle and stop hooks |
 //! | `drop(pool)` | run | waited for (not those a `stop_timeout` abandoned) | like `stop`; counts logged, jobs dropped |
 //! | `drop(pool)` on its own worker | run by the workers, detached | not waited for | at once |
 //!

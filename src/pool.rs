@@ -322,15 +322,30 @@ impl<J: Job> Submitter<J> {
     /// # Examples
     ///
     /// ```
-    /// use triage_pool::{FnJob, Pool};
+    /// use std::sync::mpsc;
+    /// use triage_pool::{FnJob, Pool, Priority};
     ///
-    /// let pool: Pool<FnJob> = Pool::builder().workers(1).build()?;
+    /// let pool: Pool<FnJob> = Pool::builder()
+    ///     .workers(1)
+    ///     .capacity(Priority::Normal, 1)
+    ///     .build()?;
+    /// let (started_tx, started) = mpsc::channel();
+    /// let (release_tx, release) = mpsc::channel::<()>();
+    /// pool.try_submit(FnJob::new(move |_| {
+    ///     started_tx.send(()).unwrap();
+    ///     release.recv().unwrap(); // hold the only worker
+    /// }))?;
+    /// started.recv()?;
+    /// pool.try_submit(FnJob::new(|_| ()))?; // takes the lane's one slot
     /// match pool.try_submit(FnJob::new(|_| ())) {
-    ///     Ok(()) => {}
-    ///     Err(e) if e.is_full() => { /* slow down, or keep the job for later */ }
+    ///     Ok(()) => unreachable!("the lane is full"),
+    ///     Err(e) if e.is_full() => {
+    ///         let _job: FnJob = e.into_inner(); // slow down, or keep it for later
+    ///     }
     ///     Err(e) => return Err(e.into()),
     /// }
-    /// pool.stop()?;
+    /// release_tx.send(())?;
+    /// assert_eq!(pool.stop()?.succeeded, 2);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn try_submit(&self, job: J) -> Result<(), TrySubmitError<J>> {
@@ -377,10 +392,11 @@ impl<J: Job> Submitter<J> {
     /// large to add to the current time (such as `Duration::MAX`) waits like
     /// [`submit`](Self::submit), without a deadline — except on this pool's
     /// own worker threads, where a full lane is refused at once with
-    /// `Timeout`, as `submit` refuses it. Any finite timeout waits on worker
-    /// threads too, until its deadline however far away: the wait is
-    /// bounded, so it cannot deadlock, but a worker waiting blocks its own
-    /// lane's progress meanwhile, so keep such timeouts short.
+    /// `Timeout`, as `submit` refuses it. Any timeout the clock can
+    /// represent waits on worker threads too, until its deadline however far
+    /// away (a year, or 2^40 seconds): a worker waiting for room in a lane
+    /// that only workers drain holds up that drain meanwhile, so choose
+    /// such a timeout as you would a deadlock bound — short.
     ///
     /// # Errors
     ///
@@ -594,8 +610,13 @@ impl<J: Job> Submitter<J> {
         std::mem::take(&mut *self.shared.panicked.lock())
     }
 
-    /// Whether the pool has begun to stop: from then on every submit is
-    /// refused with its job handed back.
+    /// Whether intake is closed: `true` from the moment a stop (or `Drop`)
+    /// closed it, for good. Once it returns `true` on a thread, every later
+    /// submit from that thread is refused as stopped, with its job handed
+    /// back; and after a submit was refused as stopped, it returns `true`
+    /// on that thread. (A stop closes intake in a few instructions; while
+    /// it does, a submit on another thread may still be accepted, and its
+    /// job is then run or handed back like any accepted job.)
     ///
     /// # Examples
     ///
@@ -610,7 +631,7 @@ impl<J: Job> Submitter<J> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn is_stopped(&self) -> bool {
-        self.shared.lanes.is_closed()
+        self.shared.lanes.is_closed_to_caller()
     }
 
     /// A snapshot of the pool's queues, workers and counters. Cheap: a few
@@ -734,7 +755,19 @@ struct Lifecycle {
 /// drain the lanes and exit on their own.
 ///
 /// `Pool<J>` is `Send + Sync`: share it in an `Arc` to stop it from another
-/// thread. Every stop method takes `&self` and is idempotent.
+/// thread. Every stop method takes `&self` and is idempotent. `Pool` is not
+/// `Clone`; through `Deref`, `pool.clone()` gives a [`Submitter`], which
+/// submits but cannot stop the pool.
+///
+/// Nothing waits for the workers of a pool dropped on one of its own
+/// worker threads: if the process exits before they have drained the
+/// lanes, the jobs still queued never run and are not reported. The jobs
+/// that fail or panic in that drain are kept for
+/// [`take_failed`](Submitter::take_failed) /
+/// [`take_panicked`](Submitter::take_panicked) until the last handle to the
+/// pool is gone, then logged and dropped — so, as with any `Arc` cycle, one
+/// that holds a `Submitter` of its own pool keeps the pool's state, and
+/// itself, alive.
 ///
 /// A job type must be `Send` (`Job: Send + 'static`), so a job holding an
 /// `Rc` is rejected at compile time:
@@ -854,9 +887,10 @@ impl<J: Job> Pool<J> {
     /// (highest lane first, within the starvation bound), joins the
     /// workers, and reports.
     ///
-    /// From the moment it is called, every submit is refused with its job
-    /// handed back — including submits blocked on a full lane, which wake
-    /// up. Blocks until every queued job has run and every worker has
+    /// It first closes intake: every submit that starts after that is
+    /// refused with its job handed back, and submits blocked on a full lane
+    /// wake up and get theirs back. (A submit already past the intake check
+    /// when the stop began is accepted, and its job runs like any other.) Blocks until every queued job has run and every worker has
     /// exited; a job that never returns makes it block forever (use
     /// [`stop_timeout`](Self::stop_timeout) to bound the wait).
     ///
@@ -955,21 +989,32 @@ impl<J: Job> Pool<J> {
     /// it and log the outcome. A later [`stop`](Self::stop) joins
     /// such threads; dropping the pool does not wait for them.
     ///
-    /// Returns as soon as the drain finishes, and at the latest shortly
-    /// after the deadline: the time for the workers not running a job to
-    /// exit. Only jobs are abandoned, not the worker
-    /// hooks: a worker inside its
+    /// Returns as soon as the drain finishes, and otherwise after the
+    /// deadline plus the time the workers not running a job take to exit.
+    /// Only jobs are abandoned, not the worker hooks, and an exiting worker
+    /// runs its hooks: one inside its
     /// [`on_worker_start`](crate::Builder::on_worker_start),
     /// [`on_worker_idle`](crate::Builder::on_worker_idle) or
     /// [`on_worker_stop`](crate::Builder::on_worker_stop) hook at the
-    /// deadline is waited for, so keep hooks short (or bounded) where the
-    /// deadline matters. A zero timeout hands the queue back at once and
+    /// deadline finishes it, and one between jobs runs its `on_worker_idle`
+    /// (if it ran a job since that hook last ran) and its `on_worker_stop`
+    /// after the deadline. All of that is waited for without a bound: the
+    /// real bound is the deadline plus your longest idle and stop hooks, so
+    /// keep hooks short (or bounded) where the deadline matters. A zero timeout hands the queue back at once and
     /// abandons every job running at that moment (each in `abandoned`; its
     /// outcome is only logged); a timeout too
     /// large to add to the current time (such as `Duration::MAX`) waits like
-    /// `stop`. If another thread is already stopping the pool, waits for it
-    /// until the deadline, then raises the cancel flag and returns an empty
-    /// report.
+    /// `stop`.
+    ///
+    /// If another thread is already stopping the pool, waits for that stop
+    /// until the deadline. If it is still running then, this call escalates
+    /// it as [`stop_now`](Self::stop_now) would — that stop hands the rest
+    /// of its queue back unrun in its own report and its running jobs see
+    /// the cancel flag, but it still waits for them: nothing is abandoned —
+    /// and returns an empty report. Once the pool is stopped, it waits up
+    /// to the deadline for the workers an earlier `stop_timeout` abandoned,
+    /// joins them if they have finished, and returns an empty report either
+    /// way.
     ///
     /// # Errors
     ///
@@ -983,10 +1028,19 @@ impl<J: Job> Pool<J> {
     /// use triage_pool::{FnJob, Pool};
     ///
     /// let pool: Pool<FnJob> = Pool::builder().workers(1).build()?;
-    /// pool.submit(FnJob::new(|_| ()))?;
-    /// let report = pool.stop_timeout(Duration::from_secs(10))?;
-    /// assert_eq!(report.succeeded + report.unrun.len() as u64, 1);
-    /// assert!(report.abandoned.is_empty());
+    /// let (started_tx, started) = std::sync::mpsc::channel();
+    /// let (release_tx, release) = std::sync::mpsc::channel::<()>();
+    /// pool.submit(FnJob::new(move |_| {
+    ///     started_tx.send(()).unwrap();
+    ///     let _ = release.recv(); // a job that outlasts the deadline
+    /// }))?;
+    /// started.recv()?;
+    /// pool.submit(FnJob::new(|_| ()))?; // queued behind it
+    /// let report = pool.stop_timeout(Duration::from_millis(50))?;
+    /// assert_eq!(report.abandoned.len(), 1); // still running at the deadline
+    /// assert_eq!(report.unrun.len(), 1); // handed back, never run
+    /// release_tx.send(())?; // the abandoned job ends on its own thread...
+    /// pool.stop()?; // ...which a later stop joins
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn stop_timeout(&self, timeout: Duration) -> Result<StopReport<J>, StopError> {

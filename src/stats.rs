@@ -73,9 +73,16 @@ pub(crate) struct Counters {
 ///
 /// The counters are read one after another while the pool runs, so a
 /// snapshot taken under load is consistent only approximately (a job may be
-/// counted as accepted and not yet as finished). Once the pool has stopped
-/// the ledger balances exactly:
-/// `accepted = succeeded + failed + panicked + unrun + abandoned`.
+/// counted as accepted and not yet as finished). In a snapshot taken after
+/// a stop has returned, the ledger balances exactly:
+/// `accepted = succeeded + failed + panicked + unrun + abandoned`
+/// ([`Submitter::is_stopped`](crate::Submitter::is_stopped) is not enough:
+/// it turns `true` as the stop begins, before the stop has run or handed
+/// back what was queued).
+///
+/// Every snapshot — [`Submitter::stats`](crate::Submitter::stats), and
+/// `Pool`'s `Debug`, which takes one — also tightens the estimate behind
+/// [`oldest_wait`](Self::oldest_wait).
 ///
 /// # Examples
 ///
@@ -176,10 +183,27 @@ impl Stats {
     /// # Examples
     ///
     /// ```
+    /// use std::sync::mpsc;
     /// use triage_pool::{FnJob, Pool, Priority};
     ///
     /// let pool: Pool<FnJob> = Pool::builder().workers(1).build()?;
-    /// assert_eq!(pool.stats().queued(Priority::Urgent), 0);
+    /// let (started_tx, started) = mpsc::channel();
+    /// let (release_tx, release) = mpsc::channel::<()>();
+    /// pool.submit(FnJob::new(move |_| {
+    ///     started_tx.send(()).unwrap();
+    ///     release.recv().unwrap(); // hold the only worker
+    /// }))?;
+    /// started.recv()?; // taken from its lane: running, not queued
+    /// for _ in 0..3 {
+    ///     pool.submit_to(Priority::Bulk, FnJob::new(|_| ()))?;
+    /// }
+    /// let stats = pool.stats();
+    /// assert_eq!(stats.queued(Priority::Bulk), 3);
+    /// assert_eq!(stats.queued(Priority::Normal), 0);
+    /// assert_eq!(stats.queued_total(), 3);
+    /// assert_eq!(stats.busy(), 1);
+    /// release_tx.send(())?;
+    /// pool.stop()?;
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn queued(&self, lane: Priority) -> usize {
@@ -274,9 +298,13 @@ impl Stats {
         self.capacity[lane.index()]
     }
 
-    /// Jobs accepted that have not reached a terminal state yet (queued or
-    /// running): `accepted - (succeeded + failed + panicked + unrun +
-    /// abandoned)`, saturating at 0 for a snapshot taken mid-update.
+    /// Jobs accepted that have not reached a terminal state yet:
+    /// `accepted - (succeeded + failed + panicked + unrun + abandoned)`,
+    /// saturating at 0 for a snapshot taken mid-update. That is the jobs
+    /// queued or running, and also those of producers still blocked in
+    /// `submit` on a full lane (see [`accepted`](Self::accepted)) and, while
+    /// a stop that hands jobs back has not returned, the jobs it is
+    /// collecting.
     ///
     /// # Examples
     ///
