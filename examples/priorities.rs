@@ -1,14 +1,16 @@
 //! Priorities: adverse events must not wait behind an import's backlog.
 //!
 //! A clinical-trial import feeds routine visit records into the `Normal`
-//! lane as fast as the pool takes them (the lane stays full: more than
-//! 10,000 records queued), and re-scoring batches into `Bulk`. While that
-//! backlog is queued, adverse-event reports arrive one by one in `Urgent`.
+//! lane as fast as the pool takes them, and re-scoring batches into `Bulk`.
+//! The importer blocks while the lane is full and is woken when it has
+//! drained to half (its low-water mark), so the adverse-event reports,
+//! which arrive one by one in `Urgent`, find more than 10,000 routine
+//! records queued ahead of them.
 //!
 //! For each adverse event the example prints how long it waited in the queue
-//! ([`Context::queue_wait`]) next to the wait of the routine record accepted
-//! just before it — which is what a FIFO pool would have made the adverse
-//! event wait. It runs the scenario twice:
+//! ([`Context::queue_wait`]) next to how long a FIFO pool would have made it
+//! wait: from its arrival until the last routine record accepted before it
+//! started. It runs the scenario twice:
 //!
 //! - with two general workers: an adverse event waits only for a running job
 //!   to finish (a record with an attachment takes 5 ms), never for the
@@ -83,6 +85,8 @@ struct Arrival {
     oldest_routine: Option<Duration>,
     /// The routine record accepted just before this report.
     routine_before: usize,
+    /// When the report was submitted, since `Log::epoch`.
+    at: Duration,
 }
 
 /// One job of the import.
@@ -98,14 +102,15 @@ impl Job for ImportJob {
     fn run(&mut self, ctx: &Context) -> Result<(), Infallible> {
         match self.work {
             Work::Routine { id } => {
+                // When it started, since the epoch; stored + 1 so that 0
+                // means "not started".
+                let nanos = u64::try_from(self.log.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                self.log.routine_start[id].store(nanos.saturating_add(1), Ordering::Relaxed);
                 spin(if id % ATTACHMENT_EVERY == ATTACHMENT_EVERY - 1 {
                     ATTACHMENT_COST
                 } else {
                     ROUTINE_COST
                 });
-                // Stored + 1 so that 0 means "not run".
-                let nanos = u64::try_from(ctx.queue_wait().as_nanos()).unwrap_or(u64::MAX);
-                self.log.routine_wait[id].store(nanos.saturating_add(1), Ordering::Relaxed);
             }
             Work::Rescore => spin(RESCORE_COST),
             Work::Adverse(arrival) => {
@@ -153,19 +158,24 @@ struct AdverseRun {
 /// What the jobs report back.
 #[derive(Debug)]
 struct Log {
-    /// Per routine record: queue wait in nanoseconds + 1 (0: not run yet).
-    routine_wait: Vec<AtomicU64>,
+    /// Where the run's times count from.
+    epoch: Instant,
+    /// Per routine record: when it started, since `epoch`, in nanoseconds
+    /// + 1 (0: not started yet).
+    routine_start: Vec<AtomicU64>,
     /// Adverse events in the order they started.
     adverse: Mutex<Vec<AdverseRun>>,
 }
 
 impl Log {
-    fn routine_wait(&self, id: usize) -> Duration {
-        Duration::from_nanos(
-            self.routine_wait[id]
-                .load(Ordering::Relaxed)
-                .saturating_sub(1),
-        )
+    /// How long a FIFO pool would have kept an adverse event arriving at
+    /// `arrival` waiting: until the routine record accepted just before it
+    /// started.
+    fn fifo_wait(&self, arrival: &Arrival) -> Duration {
+        let started = self.routine_start[arrival.routine_before]
+            .load(Ordering::Relaxed)
+            .saturating_sub(1);
+        Duration::from_nanos(started).saturating_sub(arrival.at)
     }
 }
 
@@ -194,8 +204,8 @@ fn main() -> Result<(), Box<dyn Error>> {
     ];
 
     println!(
-        "\nsummary: queue wait of the adverse events, against the wait of the routine \
-         record accepted just before each (what a FIFO pool would have made it wait)"
+        "\nsummary: queue wait of the adverse events, against what a FIFO pool would \
+         have made each wait (until the routine records accepted before it had started)"
     );
     println!(
         "  {:<38} {:>10} {:>10} {:>14}",
@@ -239,7 +249,8 @@ fn run_import(reserved: usize, label: &'static str) -> Result<Outcome, Box<dyn E
         .thread_name("import")
         .build()?;
     let log = Arc::new(Log {
-        routine_wait: (0..ROUTINE_RECORDS).map(|_| AtomicU64::new(0)).collect(),
+        epoch: Instant::now(),
+        routine_start: (0..ROUTINE_RECORDS).map(|_| AtomicU64::new(0)).collect(),
         adverse: Mutex::new(Vec::with_capacity(ADVERSE_EVENTS)),
     });
 
@@ -250,8 +261,9 @@ fn run_import(reserved: usize, label: &'static str) -> Result<Outcome, Box<dyn E
         })?;
     }
 
-    // The import: submits block while the Normal lane is full, so the
-    // backlog stays at capacity until the file is read.
+    // The import: submits block while the Normal lane is full and wake
+    // when it has drained to half, so the backlog stays between half and
+    // full capacity until the file is read.
     let accepted = Arc::new(AtomicUsize::new(0));
     let importer = {
         let (tx, log, accepted) = (pool.submitter(), Arc::clone(&log), Arc::clone(&accepted));
@@ -282,6 +294,7 @@ fn run_import(reserved: usize, label: &'static str) -> Result<Outcome, Box<dyn E
             rescore_queued: stats.queued(Priority::Bulk),
             oldest_routine: stats.oldest_wait(Priority::Normal),
             routine_before: accepted.load(Ordering::Acquire).saturating_sub(1),
+            at: log.epoch.elapsed(),
         };
         pool.submit(ImportJob {
             work: Work::Adverse(arrival),
@@ -301,13 +314,13 @@ fn run_import(reserved: usize, label: &'static str) -> Result<Outcome, Box<dyn E
         "oldest routine <=",
         "queue wait",
         "ran on",
-        "record before waited"
+        "FIFO would wait"
     );
     let mut adverse = Vec::new();
     let mut fifo = Vec::new();
     for run in &runs {
         let a = run.arrival;
-        let fifo_wait = log.routine_wait(a.routine_before);
+        let fifo_wait = log.fifo_wait(&a);
         let kind = if run.reserved { "reserved" } else { "general" };
         println!(
             "  {:>5} {:>22} {:>16} {:>12} {:>11} {:>22}",
@@ -331,7 +344,7 @@ fn run_import(reserved: usize, label: &'static str) -> Result<Outcome, Box<dyn E
     };
     println!(
         "  {} jobs succeeded; adverse events waited at most {} (median {}); \
-         the routine records accepted just before them, {} (median)",
+         under FIFO they would have waited {} (median)",
         report.succeeded,
         ms(outcome.adverse_max),
         ms(outcome.adverse_median),

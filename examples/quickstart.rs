@@ -1,7 +1,13 @@
 //! The smallest complete program: a pool of closures, a few jobs that
 //! succeed, one that fails, one that panics, and the report at the end.
 //!
-//! Run with `cargo run --example quickstart`.
+//! Run with `cargo run --release --example quickstart` (`--release` reuses
+//! the flagship example's build; a first debug build compiles every
+//! dev-dependency of the crate, a few minutes on 2 cores).
+//!
+//! Expect one "thread 'triage-pool-…' panicked" message on stderr, from
+//! Rust's default panic hook, as the panicking job runs: the pool catches
+//! that panic, keeps the worker, and hands the job back in the report.
 
 use triage_pool::{FnJob, Pool, Priority};
 

@@ -171,10 +171,10 @@
 //! ```
 //!
 //! `examples/priorities.rs` runs a larger version (24,000 visits through a
-//! `Normal` lane of 12,288 kept full, some of them 5 ms jobs) twice — with
+//! `Normal` lane of 12,288 kept near full, some of them 5 ms jobs) twice — with
 //! two general workers, then with a reserved urgent worker and
 //! [`Builder::general_worker_nice`] — and prints each adverse event's queue
-//! wait next to the wait of the routine record accepted just before it.
+//! wait next to how long a FIFO pool would have made it wait.
 //!
 //! # Panics
 //!
