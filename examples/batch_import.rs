@@ -4,7 +4,9 @@
 //! in the resume file (to import again). Each worker writes its records in
 //! batched transactions, flushed from the pool's `on_worker_idle` hook when
 //! it runs out of work; adverse events are written at once. Ctrl-C (SIGINT),
-//! SIGTERM and SIGHUP stop it gracefully.
+//! SIGTERM and SIGHUP stop it gracefully, also while it generates its input.
+//! Exit status: 0 done, 3 records left in the resume file, 1 errors (2 is
+//! clap's, for a usage error).
 //!
 //! ```text
 //! cargo run --release --example batch_import                 # 200,000 generated records
@@ -21,13 +23,14 @@
 mod import;
 
 use std::error::Error;
+use std::fmt;
 use std::io::{self, IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 use tracing_subscriber::EnvFilter;
 use triage_pool::{Priority, Stats};
 
@@ -54,28 +57,50 @@ use crate::import::{generate, ImportConfig, Latency, Observer, Rows, StopSignal,
 /// systolic_bp, diastolic_bp, heart_rate, temperature_c, ae_term,
 /// ae_severity.
 ///
-/// Exit status: 0 when every record was imported or rejected, 2 when some
-/// are left in resume.csv (a stop: Ctrl-C, SIGTERM or SIGHUP; database
-/// errors) or the input could not be read to the end, 1 on errors.
+/// Ctrl-C, SIGTERM and SIGHUP stop the import gracefully: running records
+/// finish, and every record not imported goes to resume.csv. During the
+/// generation of the input they stop it and remove the partial file.
+///
 /// Log level: RUST_LOG (default "info"), for example RUST_LOG=debug.
 #[derive(Debug, Parser)]
 #[command(
     version,
-    after_help = "Examples:\n  \
+    after_help = "Exit status:\n  \
+        0  every record read was imported or rejected (with --max-records: every\n     \
+           record up to the limit)\n  \
+        3  records are left in resume.csv, after a stop or because the database\n     \
+           did not take them: import it into the same database (the summary\n     \
+           prints the command)\n  \
+        1  an error: the import could not run, or was stopped while generating\n     \
+           its input; the input could not be read to the end (the records after\n     \
+           the error are in no file: fix it and import all of it again); or a\n     \
+           check of the ledger or the database failed\n  \
+        2  a usage error (a bad flag or value); nothing was done\n\n\
+        Examples:\n  \
         batch_import\n  \
         batch_import visits.csv --db visits.sqlite --out-dir import-out\n  \
-        batch_import out/resume.csv --db out/visits.sqlite --out-dir out-2"
+        batch_import import-out/resume.csv --db visits.sqlite --out-dir import-out/resumed"
 )]
 struct Args {
     /// CSV file of visit records to import [default: generate one].
     input: Option<PathBuf>,
 
-    /// Worker threads writing to the database [default: one per core].
-    #[arg(short, long, value_name = "N")]
+    /// Worker threads writing to the database, 1 to 256 [default: one per
+    /// core].
+    ///
+    /// They take turns at SQLite's single write lock, so more threads than
+    /// cores add waiting, not speed; far more than 256 would wait out the
+    /// busy timeout and retries, and fail records with "database is
+    /// locked".
+    #[arg(short, long, value_name = "N",
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new()
+              .range(1..=import::MAX_WORKERS as u64))]
     workers: Option<usize>,
 
-    /// Extra worker threads that only take adverse events.
-    #[arg(long, value_name = "N", default_value_t = 1)]
+    /// Extra worker threads that only take adverse events, 0 to 256.
+    #[arg(long, value_name = "N", default_value_t = 1,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new()
+              .range(0..=import::MAX_WORKERS as u64))]
     urgent_workers: usize,
 
     /// SQLite database to import into; created if missing, existing rows
@@ -89,7 +114,12 @@ struct Args {
               .range(1..=import::MAX_BATCH_ROWS as u64))]
     batch_rows: usize,
 
-    /// Import at most this many records.
+    /// Read only the first N records; the rest of the input is not read,
+    /// and is not in resume.csv.
+    ///
+    /// The records after the limit are not imported, not rejected and not
+    /// in any output file; the summary says at which line reading stopped.
+    /// Reaching the limit is not an error (exit status 0).
     #[arg(long, value_name = "N")]
     max_records: Option<u64>,
 
@@ -127,32 +157,69 @@ fn main() -> ExitCode {
 }
 
 /// Prepares the input and the configuration, runs the import, prints the
-/// summary. Exit code: 0 when every record is imported or rejected, 2 when
-/// some are left in the resume file, 1 when a check fails.
+/// summary. Exit code: [`Summary::exit_code`] (0 done, 3 records left in
+/// the resume file, 1 when the input could not be read to the end or a
+/// check fails); an `Err` is exit code 1.
 fn run(args: Args, bar: &ProgressBar) -> Result<ExitCode, Box<dyn Error>> {
-    let out_dir = match args.out_dir {
+    // Ctrl-C, SIGTERM (a service manager, `kill`, a container stop) and
+    // SIGHUP (a closed terminal) all take the graceful path (the `ctrlc`
+    // crate's `termination` feature), from the start: generating a large
+    // input takes a while too. SIGKILL cannot be caught; see the window of
+    // loss in `batch_import/store.rs`.
+    let stop = StopSignal::new();
+    let on_signal = stop.clone();
+    ctrlc::set_handler(move || {
+        if on_signal.request() {
+            tracing::warn!("stop signal (Ctrl-C, SIGTERM or SIGHUP): stopping gracefully");
+        }
+    })?;
+
+    let (out_dir, temporary) = match args.out_dir {
         Some(dir) => {
             std::fs::create_dir_all(&dir)
                 .map_err(|e| format!("cannot create output directory {}: {e}", dir.display()))?;
-            dir
+            (dir, false)
         }
-        None => tempfile::Builder::new()
-            .prefix("batch_import-")
-            .tempdir()
-            .map_err(|e| format!("cannot create a temporary directory: {e}"))?
-            .keep(),
+        None => {
+            let dir = tempfile::Builder::new()
+                .prefix("batch_import-")
+                .tempdir()
+                .map_err(|e| format!("cannot create a temporary directory: {e}"))?
+                .keep();
+            (dir, true)
+        }
     };
     let input = match args.input {
         Some(input) => input,
         None => {
             let path = out_dir.join("visits.csv");
-            let manifest = generate::generate(&path, args.generate, args.seed)
-                .map_err(|e| format!("cannot generate {}: {e}", path.display()))?;
+            tracing::info!(
+                path = %path.display(),
+                records = args.generate,
+                seed = args.seed,
+                "generating input"
+            );
+            let manifest = match generate::generate(&path, args.generate, args.seed, &stop) {
+                Ok(manifest) => manifest,
+                Err(error) => {
+                    if temporary {
+                        // Ours, and empty now that the partial file is
+                        // gone (`remove_dir` leaves a directory that is not).
+                        let _ = std::fs::remove_dir(&out_dir);
+                    }
+                    return Err(error.into());
+                }
+            };
+            // The import will see `adverse_events` of them, reject
+            // `adverse_events_defective` as malformed and alert on the
+            // rest; those `cut_off` with a truncated row read as routine.
             tracing::info!(
                 path = %path.display(),
                 records = manifest.rows.len(),
-                adverse_events = manifest.adverse_events(),
                 defective = manifest.defective(),
+                adverse_events = manifest.adverse_events(),
+                adverse_events_defective = manifest.adverse_events_defective(),
+                adverse_events_cut_off = manifest.adverse_events_cut_off(),
                 "generated input"
             );
             path
@@ -169,37 +236,25 @@ fn run(args: Args, bar: &ProgressBar) -> Result<ExitCode, Box<dyn Error>> {
     config.batch_rows = args.batch_rows;
     config.max_records = args.max_records;
 
-    // Ctrl-C, SIGTERM (a service manager, `kill`, a container stop) and
-    // SIGHUP (a closed terminal) all take the graceful path (the `ctrlc`
-    // crate's `termination` feature). SIGKILL cannot be caught; see the
-    // window of loss in `batch_import/store.rs`.
-    let stop = StopSignal::new();
-    let on_signal = stop.clone();
-    ctrlc::set_handler(move || {
-        if on_signal.request() {
-            tracing::warn!(
-                "stop signal (Ctrl-C, SIGTERM or SIGHUP): stopping; running records finish, the rest go to the resume file"
-            );
-        }
-    })?;
-
     let summary = import::run(&config, &stop, &Progress { bar: bar.clone() })?;
-    print_summary(&config, &summary);
-    Ok(if !summary.is_balanced() || !summary.database_matches() {
-        ExitCode::FAILURE
-    } else if summary.to_resume() > 0 || summary.input_error.is_some() {
-        ExitCode::from(2)
-    } else {
-        ExitCode::SUCCESS
-    })
+    print_summary(&config, &out_dir, &summary);
+    Ok(ExitCode::from(summary.exit_code()))
 }
 
-/// The progress bar, drawn on stderr (hidden when stderr is not a terminal).
+/// The progress bar: the bar with the records/s, then two status lines
+/// (see [`Progress::tick`]), each within 80 columns. Hidden until the
+/// import starts (so not drawn, empty, while the input is generated); then
+/// drawn on stderr if it is a terminal.
 fn progress_bar() -> ProgressBar {
-    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::hidden());
     let style = ProgressStyle::with_template(
-        "{spinner} {elapsed_precise} [{wide_bar}] {human_pos}/{human_len} (eta {eta})\n  {msg}",
+        "{spinner} {elapsed_precise} [{wide_bar}] {human_pos}/{human_len} {rate} (eta {eta})\n{msg}",
     )
+    .map(|style| {
+        style.with_key("rate", |state: &ProgressState, out: &mut dyn fmt::Write| {
+            let _ = write!(out, "{}/s", thousands(state.per_sec().round() as u64));
+        })
+    })
     .unwrap_or_else(|_| ProgressStyle::default_bar())
     .progress_chars("=> ");
     bar.set_style(style);
@@ -243,20 +298,33 @@ struct Progress {
 impl Observer for Progress {
     fn started(&self, records: u64) {
         self.bar.set_length(records);
+        self.bar.set_draw_target(ProgressDrawTarget::stderr());
         self.bar.enable_steady_tick(Duration::from_millis(100));
     }
 
+    /// Two status lines under the bar:
+    ///
+    /// ```text
+    ///   committed 83,011 (+399 in batches)  rejected 1,332  failed 0
+    ///   queued: urgent 0/256, normal 876/1024  busy workers 2/3
+    /// ```
+    ///
+    /// "in batches": staged, not written yet. "rejected": malformed rows and
+    /// duplicates; "failed": records the database did not take (and jobs
+    /// that panicked). The urgent lane shows its oldest job's wait while it
+    /// holds any.
     fn tick(&self, stats: &Stats, rows: &Rows) {
         self.bar.set_position(stats.finished());
         let oldest_urgent = stats
             .oldest_wait(Priority::Urgent)
             .map_or_else(String::new, |wait| format!(" (oldest {})", millis(wait)));
         self.bar.set_message(format!(
-            "{} records/s  |  committed {}, in batches {}, rejected or failed {}  |  queued: urgent {}/{}{oldest_urgent}, normal {}/{}  |  busy workers {}/{}",
-            thousands(self.bar.per_sec().round() as u64),
+            "  committed {} (+{} in batches)  rejected {}  failed {}\n  \
+             queued: urgent {}/{}{oldest_urgent}, normal {}/{}  busy workers {}/{}",
             thousands(rows.committed),
             thousands(rows.pending()),
-            thousands(stats.failed() + stats.panicked() + rows.duplicates + rows.failed),
+            thousands(stats.failed() + rows.duplicates),
+            thousands(stats.panicked() + rows.failed),
             stats.queued(Priority::Urgent),
             stats.capacity(Priority::Urgent),
             stats.queued(Priority::Normal),
@@ -272,8 +340,9 @@ impl Observer for Progress {
     }
 }
 
-/// Prints the summary table on stdout.
-fn print_summary(config: &ImportConfig, s: &Summary) {
+/// Prints the summary table on stdout. `out_dir` holds the output files; the
+/// commands it suggests write theirs to a new directory inside it.
+fn print_summary(config: &ImportConfig, out_dir: &Path, s: &Summary) {
     let check = |ok: bool| if ok { "ok" } else { "MISMATCH" };
     let resume = config.resume.display();
     let threads = format!(
@@ -299,6 +368,16 @@ fn print_summary(config: &ImportConfig, s: &Summary) {
         );
     }
     println!("  input: {}", config.input.display());
+    if let (Some(line), Some(max)) = (s.unread_from_line, config.max_records) {
+        println!(
+            "  stopped at --max-records {}: the rest of the input, from line {line}, was not read and is not in {}",
+            thousands(max),
+            config
+                .resume
+                .file_name()
+                .map_or(resume.to_string(), |name| name.to_string_lossy().into_owned()),
+        );
+    }
     println!();
     println!("  {:<16} {:>9}  where", "outcome", "records");
     let row = |name: &str, count: u64, place: &dyn std::fmt::Display| {
@@ -382,18 +461,58 @@ fn print_summary(config: &ImportConfig, s: &Summary) {
             );
         }
         println!(
-            "  Fix the input, then import all of it again into the same database (records already imported are rejected as duplicates):\n    cargo run --release --example batch_import -- {} --db {}",
-            config.input.display(),
-            config.database.display(),
+            "  Fix the input, then import all of it again into the same database (records already imported are rejected as duplicates):\n    {}",
+            command(&config.input, &config.database, &new_out_dir(out_dir, "again")),
         );
     } else if s.to_resume() > 0 {
         println!();
         println!(
-            "  {} records left to import; resume with:\n    cargo run --release --example batch_import -- {} --db {}",
+            "  {} records left to import; resume with:\n    {}",
             thousands(s.to_resume()),
-            config.resume.display(),
-            config.database.display(),
+            command(
+                &config.resume,
+                &config.database,
+                &new_out_dir(out_dir, "resumed")
+            ),
         );
+    }
+}
+
+/// The command that imports `input` into `database`, with its output files
+/// in `out_dir` (so they do not overwrite this run's, and the resume file
+/// is not both input and output).
+fn command(input: &Path, database: &Path, out_dir: &Path) -> String {
+    format!(
+        "cargo run --release --example batch_import -- {} --db {} --out-dir {}",
+        shell_word(input),
+        shell_word(database),
+        shell_word(out_dir),
+    )
+}
+
+/// `out_dir/name`, or `out_dir/name-2`, `-3`... if that already exists.
+fn new_out_dir(out_dir: &Path, name: &str) -> PathBuf {
+    (1..1000)
+        .map(|n| match n {
+            1 => out_dir.join(name),
+            n => out_dir.join(format!("{name}-{n}")),
+        })
+        .find(|dir| !dir.exists())
+        .unwrap_or_else(|| out_dir.join(name))
+}
+
+/// `path` as one word for a POSIX shell: as it is if it needs no quoting,
+/// else in single quotes.
+fn shell_word(path: &Path) -> String {
+    let text = path.display().to_string();
+    let plain = !text.is_empty()
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-+:,=@%".contains(c));
+    if plain {
+        text
+    } else {
+        format!("'{}'", text.replace('\'', r"'\''"))
     }
 }
 

@@ -3,8 +3,11 @@
 //! file with its reason, adverse events raise alerts, a stop midway (what
 //! Ctrl-C or SIGTERM does) loses and doubles nothing, a locked database fails records
 //! into the resume and failure files instead of dropping them, a record the
-//! database refuses fails alone while the rest of its batch commits, and
-//! importing a file twice rejects the second copy as duplicates.
+//! database refuses fails alone while the rest of its batch commits,
+//! importing a file twice rejects the second copy as duplicates, a record
+//! limit says where it stopped reading, a header that is empty or names a
+//! column twice is refused before anything is written, and a stop during
+//! the generation of the input leaves no partial file.
 //!
 //! Jobs only *stage* their records; workers write them in batched
 //! transactions (see `examples/batch_import/store.rs`), so every test also
@@ -49,7 +52,8 @@ struct Fixture {
 fn fixture(records: usize) -> Fixture {
     let dir = tempfile::tempdir().expect("temporary directory");
     let input = dir.path().join("visits.csv");
-    let manifest = generate::generate(&input, records, SEED).expect("generate input");
+    let manifest =
+        generate::generate(&input, records, SEED, &StopSignal::new()).expect("generate input");
     assert_eq!(manifest.rows.len(), records);
     assert!(manifest.defective() > 0 && manifest.adverse_events() > 0);
     let mut config = ImportConfig::new(input, dir.path());
@@ -377,12 +381,28 @@ fn every_valid_row_is_imported_once_and_every_bad_row_rejected_with_its_reason()
         assert_eq!(visits(&config.database), valid);
         let adverse_valid = assert_one_alert_per_valid_adverse_event(&manifest, &config.database);
         assert_eq!(summary.alerts_written, adverse_valid.len() as u64);
-        let adverse_malformed = ids(&manifest, |row| row.adverse_event && row.defect.is_some());
+        // A truncated row loses its adverse event: the import reads it as
+        // a routine record.
+        let adverse_malformed = ids(&manifest, |row| {
+            row.reads_as_adverse_event() && row.defect.is_some()
+        });
         assert_eq!(summary.adverse_rejected, adverse_malformed.len() as u64);
         assert_eq!(
             summary.adverse_events,
             summary.alerts_written + summary.adverse_rejected
         );
+        // The generator's log line adds up to the summary's.
+        assert_eq!(summary.adverse_events, manifest.adverse_events() as u64);
+        assert_eq!(
+            summary.adverse_rejected,
+            manifest.adverse_events_defective() as u64
+        );
+        assert_eq!(
+            manifest.adverse_events() + manifest.adverse_events_cut_off(),
+            manifest.rows.iter().filter(|row| row.adverse_event).count()
+        );
+        assert_eq!(summary.unread_from_line, None);
+        assert_eq!(summary.exit_code(), import::EXIT_DONE);
 
         let rejects = rejects(&config.rejects);
         assert_eq!(rejects.keys().cloned().collect::<BTreeSet<_>>(), bad);
@@ -480,6 +500,7 @@ fn a_stop_midway_leaves_every_row_in_exactly_one_place_and_resuming_finishes() {
         assert_eq!(summary.failed, 0);
         assert!(failures(&config.failures).is_empty());
         assert!(summary.not_submitted >= RECORDS as u64 / 2);
+        assert_eq!(summary.exit_code(), import::EXIT_TO_RESUME);
 
         let (_, rejected, to_resume) = assert_each_record_in_one_place(&config, &summary, RECORDS);
 
@@ -488,6 +509,7 @@ fn a_stop_midway_leaves_every_row_in_exactly_one_place_and_resuming_finishes() {
         assert_accounted(&second);
         assert_eq!(second.read, to_resume.len() as u64);
         assert_eq!(second.to_resume(), 0);
+        assert_eq!(second.exit_code(), import::EXIT_DONE);
         let valid = ids(&manifest, |row| row.defect.is_none());
         assert_eq!(visits(&config.database), valid);
         let mut all_rejected: BTreeSet<String> = rejected.into_keys().collect();
@@ -522,6 +544,7 @@ fn a_locked_database_fails_records_into_the_resume_file_after_bounded_retries() 
         assert_eq!(summary.committed, 0);
         assert_eq!(summary.failed, valid.len() as u64);
         assert!(summary.rows.failed_flushes > 0);
+        assert_eq!(summary.exit_code(), import::EXIT_TO_RESUME);
         assert_eq!(
             summary.rejected,
             manifest.defective() as u64,
@@ -840,4 +863,234 @@ fn a_stop_while_the_database_is_locked_still_accounts_for_every_staged_record() 
         all.extend(rejected.into_keys());
         assert_eq!(all, ids(&manifest, |_| true));
     });
+}
+
+#[test]
+fn the_exit_codes_are_those_the_help_text_documents() {
+    // `batch_import --help` lists these numbers; 2 is clap's usage error,
+    // so "records left to resume" must not be 2.
+    assert_eq!(import::EXIT_DONE, 0);
+    assert_eq!(import::EXIT_ERROR, 1);
+    assert_eq!(import::EXIT_TO_RESUME, 3);
+}
+
+#[test]
+fn a_record_limit_says_at_which_line_it_stopped_reading_and_only_if_input_was_left() {
+    common::guarded(|| {
+        let Fixture {
+            dir: _dir,
+            manifest,
+            mut config,
+        } = fixture(RECORDS);
+        // 1,000 of 5,000 records: the first record not read is row 1,000,
+        // on line 1,002 (after the header).
+        config.max_records = Some(1_000);
+        let summary = import::run(&config, &StopSignal::new(), &()).expect("import");
+        assert_accounted(&summary);
+        assert_eq!(summary.read, 1_000);
+        assert_eq!(summary.unread_from_line, Some(1_002));
+        assert!(!summary.stopped_early && summary.input_error.is_none());
+        // A limit is not a stop: nothing to resume, and the run is done.
+        assert_eq!(summary.to_resume(), 0);
+        assert!(resume(&config.resume).is_empty());
+        assert_eq!(summary.exit_code(), import::EXIT_DONE);
+        let first_rows: Vec<_> = manifest.rows[..1_000].to_vec();
+        let first = Manifest { rows: first_rows };
+        assert_eq!(
+            visits(&config.database),
+            ids(&first, |row| row.defect.is_none())
+        );
+
+        // A limit at, or past, the end of the input leaves nothing unread.
+        for max in [RECORDS as u64, RECORDS as u64 + 1] {
+            let again_dir = tempfile::tempdir().expect("temporary directory");
+            let mut again = ImportConfig::new(config.input.clone(), again_dir.path());
+            again.workers = 2;
+            again.max_records = Some(max);
+            let summary = import::run(&again, &StopSignal::new(), &()).expect("import");
+            assert_accounted(&summary);
+            assert_eq!(summary.read, RECORDS as u64);
+            assert_eq!(summary.unread_from_line, None, "--max-records {max}");
+            assert_eq!(summary.exit_code(), import::EXIT_DONE);
+        }
+    });
+}
+
+#[test]
+fn a_stop_within_a_record_limit_resumes_up_to_the_limit_only() {
+    common::guarded(|| {
+        let Fixture {
+            dir: _dir,
+            manifest: _,
+            mut config,
+        } = fixture(RECORDS);
+        config.max_records = Some(1_000);
+        let stop = StopSignal::new();
+        let observer = StopAt {
+            at: 500,
+            stop: stop.clone(),
+        };
+        let summary = import::run(&config, &stop, &observer).expect("interrupted import");
+        assert_accounted(&summary);
+        assert!(summary.stopped_early);
+        // The resume file holds the rest of the first 1,000 records, not
+        // the input after the limit, and the summary says so.
+        assert_eq!(summary.read, 1_000);
+        assert_eq!(summary.unread_from_line, Some(1_002));
+        assert!(summary.not_submitted >= 500);
+        assert_eq!(summary.exit_code(), import::EXIT_TO_RESUME);
+        assert_each_record_in_one_place(&config, &summary, 1_000);
+    });
+}
+
+/// One valid visit, in the order of `import::record::COLUMNS`.
+const VALID_VISIT: [&str; 14] = [
+    "R1",
+    "S01-00001",
+    "SITE-01",
+    "BL",
+    "2024-02-29",
+    "40",
+    "F",
+    "70.0",
+    "120",
+    "80",
+    "70",
+    "36.8",
+    "",
+    "",
+];
+
+/// An import configuration for a file of `contents` in `dir`.
+fn config_for(dir: &Path, contents: &str) -> ImportConfig {
+    let input = dir.join("input.csv");
+    std::fs::write(&input, contents).expect("write input");
+    let mut config = ImportConfig::new(input, dir);
+    config.workers = 2;
+    config
+}
+
+#[test]
+fn a_header_that_names_a_required_column_twice_is_refused_before_anything_is_written() {
+    common::guarded(|| {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let header = format!("{},record_id", import::record::COLUMNS.join(","));
+        let row = format!("{},R2", VALID_VISIT.join(","));
+        let config = config_for(dir.path(), &format!("{header}\n{row}\n"));
+        let error = import::run(&config, &StopSignal::new(), &()).expect_err("refused");
+        assert!(
+            matches!(
+                error,
+                import::ImportError::DuplicateColumn {
+                    column: "record_id",
+                    first: 1,
+                    second: 15,
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "input file {} has the column \"record_id\" twice (columns 1 and 15 of the header); each column must appear once",
+                config.input.display()
+            )
+        );
+        // Checked before the database or any output file is touched.
+        for file in [
+            &config.database,
+            &config.rejects,
+            &config.resume,
+            &config.failures,
+        ] {
+            assert!(!file.exists(), "{} was written", file.display());
+        }
+
+        // A column the import does not read may appear any number of times
+        // (exports often repeat an empty header cell).
+        let header = format!("notes,{},notes,,", import::record::COLUMNS.join(","));
+        let row = format!("a,{},b,,", VALID_VISIT.join(","));
+        let config = config_for(dir.path(), &format!("{header}\n{row}\n"));
+        let summary = import::run(&config, &StopSignal::new(), &()).expect("import");
+        assert_accounted(&summary);
+        assert_eq!((summary.read, summary.committed), (1, 1));
+        assert_eq!(summary.exit_code(), import::EXIT_DONE);
+
+        // A missing column is still reported as such.
+        let header = import::record::COLUMNS[..13].join(",");
+        let config = config_for(dir.path(), &format!("{header}\n"));
+        let error = import::run(&config, &StopSignal::new(), &()).expect_err("refused");
+        assert!(
+            matches!(
+                error,
+                import::ImportError::MissingColumn {
+                    column: "ae_severity",
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
+    });
+}
+
+#[test]
+fn an_empty_input_is_refused_as_having_no_header_row() {
+    common::guarded(|| {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let config = config_for(dir.path(), "");
+        let error = import::run(&config, &StopSignal::new(), &()).expect_err("refused");
+        assert!(
+            matches!(error, import::ImportError::EmptyInput { .. }),
+            "{error:?}"
+        );
+        assert!(
+            error.to_string().starts_with(&format!(
+                "input file {} is empty (no header row",
+                config.input.display()
+            )),
+            "{error}"
+        );
+        assert!(!config.database.exists());
+
+        // A header and no records is a valid, if empty, import.
+        let config = config_for(
+            dir.path(),
+            &format!("{}\n", import::record::COLUMNS.join(",")),
+        );
+        let summary = import::run(&config, &StopSignal::new(), &()).expect("import");
+        assert!(summary.is_balanced() && summary.database_matches());
+        assert_eq!(summary.read, 0);
+        assert_eq!(summary.exit_code(), import::EXIT_DONE);
+    });
+}
+
+#[test]
+fn a_stop_during_generation_removes_the_partial_file() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let path = dir.path().join("visits.csv");
+    // Raised before the first row, after the header is written: the file
+    // exists, partial, when the generator sees the stop.
+    let stop = StopSignal::new();
+    assert!(stop.request());
+    let error = generate::generate(&path, RECORDS, SEED, &stop).expect_err("interrupted");
+    assert!(
+        matches!(
+            error,
+            generate::GenerateError::Interrupted {
+                written: 0,
+                records: RECORDS,
+                not_removed: None,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    assert!(!path.exists(), "the partial file is left");
+    assert!(
+        error
+            .to_string()
+            .ends_with("; the partial file was removed"),
+        "{error}"
+    );
 }

@@ -9,14 +9,26 @@
 //! The same seed always produces the same file (with this version of
 //! `rand`), and the returned [`Manifest`] says which rows are defective and
 //! how, so a test can check every one of them.
+//!
+//! A truncated row loses its last cells, and with them any adverse event
+//! it reported: the import reads it as a routine record (and rejects it).
+//! So the import sees [`Manifest::adverse_events`] adverse events, of
+//! which [`Manifest::adverse_events_defective`] are rejected as malformed
+//! and the rest raise an alert; [`Manifest::adverse_events_cut_off`] more
+//! were cut off with their row's end.
+//!
+//! Generation stops early, and removes its partial file, when the import's
+//! [`StopSignal`] is raised (Ctrl-C while generating a large file).
 
 use std::fmt;
-use std::path::Path;
+use std::io;
+use std::path::{Path, PathBuf};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::record::{COLUMNS, SEVERITIES, VISIT_CODES};
+use super::StopSignal;
 
 /// Adverse-event terms the generator draws from.
 const AE_TERMS: [&str; 10] = [
@@ -77,10 +89,20 @@ impl fmt::Display for Defect {
 /// What the generator knows about one row it wrote.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct RowFacts {
-    /// The row reports an adverse event (it goes to the urgent lane).
+    /// The row was generated with an adverse event. Unless the row was
+    /// then truncated ([`RowFacts::reads_as_adverse_event`]), it goes to
+    /// the urgent lane.
     pub(crate) adverse_event: bool,
     /// The row's defect, if it has one; a row without is valid.
     pub(crate) defect: Option<Defect>,
+}
+
+impl RowFacts {
+    /// Whether the import sees an adverse event in the row (its `ae_term`
+    /// cell is there and not empty), and so puts it in the urgent lane.
+    pub(crate) fn reads_as_adverse_event(&self) -> bool {
+        self.adverse_event && self.defect != Some(Defect::Truncated)
+    }
 }
 
 /// What the generator wrote: the facts of every row, in file order. Row `i`
@@ -92,14 +114,101 @@ pub(crate) struct Manifest {
 }
 
 impl Manifest {
-    /// Rows that report an adverse event.
+    /// Rows in which the import sees an adverse event: the summary's
+    /// "adverse events" after a full import of the file.
     pub(crate) fn adverse_events(&self) -> usize {
-        self.rows.iter().filter(|row| row.adverse_event).count()
+        self.count(|row| row.reads_as_adverse_event())
+    }
+
+    /// Of [`adverse_events`](Manifest::adverse_events), the rows with a
+    /// defect: rejected as malformed, without an alert.
+    pub(crate) fn adverse_events_defective(&self) -> usize {
+        self.count(|row| row.reads_as_adverse_event() && row.defect.is_some())
+    }
+
+    /// Adverse events cut off with the end of a truncated row: the import
+    /// reads (and rejects) such a row as a routine record.
+    pub(crate) fn adverse_events_cut_off(&self) -> usize {
+        self.count(|row| row.adverse_event && !row.reads_as_adverse_event())
+    }
+
+    /// Rows matching `pick`.
+    fn count(&self, pick: impl Fn(&RowFacts) -> bool) -> usize {
+        self.rows.iter().filter(|row| pick(row)).count()
     }
 
     /// Rows with a defect.
     pub(crate) fn defective(&self) -> usize {
-        self.rows.iter().filter(|row| row.defect.is_some()).count()
+        self.count(|row| row.defect.is_some())
+    }
+}
+
+/// Why [`generate`] wrote no file. Either way the partial file is removed
+/// (unless removing it failed too, which the message says).
+#[derive(Debug)]
+pub(crate) enum GenerateError {
+    /// The file could not be created or written.
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// What failed.
+        source: csv::Error,
+        /// Removing the partial file failed too.
+        not_removed: Option<io::Error>,
+    },
+    /// A stop was requested before the file was complete.
+    Interrupted {
+        /// The file.
+        path: PathBuf,
+        /// Rows written before the stop.
+        written: usize,
+        /// Rows asked for.
+        records: usize,
+        /// Removing the partial file failed.
+        not_removed: Option<io::Error>,
+    },
+}
+
+impl fmt::Display for GenerateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (path, not_removed) = match self {
+            GenerateError::Write {
+                path, not_removed, ..
+            } => {
+                write!(f, "cannot generate {}", path.display())?;
+                (path, not_removed)
+            }
+            GenerateError::Interrupted {
+                path,
+                written,
+                records,
+                not_removed,
+            } => {
+                write!(
+                    f,
+                    "stopped while generating {} ({written} of {records} records written)",
+                    path.display()
+                )?;
+                (path, not_removed)
+            }
+        };
+        match not_removed {
+            None => f.write_str("; the partial file was removed"),
+            Some(error) => write!(
+                f,
+                "; the partial file could not be removed ({error}): delete {} before using it",
+                path.display()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for GenerateError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            GenerateError::Write { source, .. } => Some(source),
+            GenerateError::Interrupted { .. } => None,
+        }
     }
 }
 
@@ -108,12 +217,56 @@ pub(crate) fn record_id(index: usize) -> String {
     format!("R{:07}", index + 1)
 }
 
-/// Writes `records` generated visit rows (plus the header) to `path`.
+/// Writes `records` generated visit rows (plus the header) to `path`,
+/// unless `stop` is raised first.
 ///
 /// # Errors
 ///
-/// Creating or writing the file.
-pub(crate) fn generate(path: &Path, records: usize, seed: u64) -> Result<Manifest, csv::Error> {
+/// Creating or writing the file, or a stop before the file is complete; the
+/// partial file is removed then.
+pub(crate) fn generate(
+    path: &Path,
+    records: usize,
+    seed: u64,
+    stop: &StopSignal,
+) -> Result<Manifest, GenerateError> {
+    let mut written = 0;
+    let write_error = match write_rows(path, records, seed, stop, &mut written) {
+        Ok(Some(manifest)) => return Ok(manifest),
+        Ok(None) => None,
+        Err(source) => Some(source),
+    };
+    // The writer is dropped, and the file closed, by now.
+    let not_removed = match std::fs::remove_file(path) {
+        Ok(()) => None,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => None,
+        Err(error) => Some(error),
+    };
+    let path = path.to_owned();
+    Err(match write_error {
+        Some(source) => GenerateError::Write {
+            path,
+            source,
+            not_removed,
+        },
+        None => GenerateError::Interrupted {
+            path,
+            written,
+            records,
+            not_removed,
+        },
+    })
+}
+
+/// Writes the file for [`generate`], counting the rows in `written`.
+/// Returns `None` if `stop` was raised before the last row.
+fn write_rows(
+    path: &Path,
+    records: usize,
+    seed: u64,
+    stop: &StopSignal,
+    written: &mut usize,
+) -> Result<Option<Manifest>, csv::Error> {
     let mut writer = csv::WriterBuilder::new().flexible(true).from_path(path)?;
     writer.write_record(COLUMNS)?;
     let mut rng = StdRng::seed_from_u64(seed);
@@ -123,6 +276,10 @@ pub(crate) fn generate(path: &Path, records: usize, seed: u64) -> Result<Manifes
     let mut subject = Subject::new(&mut rng, 0);
     let mut cells: Vec<String> = Vec::with_capacity(COLUMNS.len());
     for index in 0..records {
+        // An atomic load per row: nothing next to formatting the row.
+        if stop.is_requested() {
+            return Ok(None);
+        }
         if subject.next_visit == VISIT_CODES.len() {
             subject = Subject::new(&mut rng, subject.number + 1);
         }
@@ -138,9 +295,10 @@ pub(crate) fn generate(path: &Path, records: usize, seed: u64) -> Result<Manifes
             adverse_event,
             defect,
         });
+        *written += 1;
     }
     writer.flush()?;
-    Ok(manifest)
+    Ok(Some(manifest))
 }
 
 /// A study subject: fixed demographics, a schedule position and a clock.

@@ -19,6 +19,19 @@
 //! and the resume file, in the input's own format and order, can be imported
 //! again into the same database to finish the job.
 //!
+//! Two cases leave part of the input in no file at all, and the summary
+//! says so: a limit on the records to read ([`ImportConfig::max_records`];
+//! [`Summary::unread_from_line`] says where reading stopped), and an input
+//! that cannot be read past some point ([`Summary::input_error`]).
+//!
+//! # Exit status
+//!
+//! [`Summary::exit_code`] turns the outcome into the example's exit status:
+//! [`EXIT_DONE`] when every record read was imported or rejected,
+//! [`EXIT_TO_RESUME`] when some are in the resume file, [`EXIT_ERROR`] when
+//! the input could not be read to the end or a check failed. (A usage
+//! error is exit status 2, clap's; so "left to resume" is 3, never 2.)
+//!
 //! A job returning `Ok` only means its record was valid and *staged* in its
 //! worker's batch (see `store.rs`), so the pool's `succeeded` count is not
 //! the number of records imported: the [`Writer`](store::Writer) keeps the
@@ -69,6 +82,34 @@ const NORMAL_CAPACITY: usize = 1024;
 /// in memory.
 pub(crate) const MAX_BATCH_ROWS: usize = 100_000;
 
+/// The most worker threads the command line allows (`--workers`,
+/// `--urgent-workers`). Each worker has its own database connection, and
+/// all of them take turns at SQLite's single write lock: a flush of a full
+/// batch holds it for one to two milliseconds, so a flush may queue behind
+/// every other worker's for up to `workers` × 2 ms. At 256 workers that
+/// stays within the connection's busy timeout and the retries' backoff
+/// ([`ImportConfig::new`]: 250 ms, then about 1.5 s in all), and a
+/// 200,000-record import on two cores failed no record; with 1,000 workers
+/// a quarter of the records failed with "database is locked" (into the
+/// resume file, but failed all the same). More threads than cores do not
+/// make the import faster anyway: the writes are serialised.
+pub(crate) const MAX_WORKERS: usize = 256;
+
+/// Exit status: every record read was imported or rejected (with
+/// `--max-records`, every record up to the limit).
+pub(crate) const EXIT_DONE: u8 = 0;
+
+/// Exit status: an error. The import could not run, the input could not
+/// be read to the end (the records after the error are in no file, so the
+/// resume file alone would not finish the job), or a check of the ledger
+/// or of the database failed.
+pub(crate) const EXIT_ERROR: u8 = 1;
+
+/// Exit status: some records are in the resume file (a stop, or records the
+/// database did not take); importing it into the same database finishes
+/// the job. Not 2, which is a usage error (a bad flag or value).
+pub(crate) const EXIT_TO_RESUME: u8 = 3;
+
 /// How often the monitor thread reports progress and checks for a stop.
 const TICK: Duration = Duration::from_millis(100);
 
@@ -86,12 +127,16 @@ pub(crate) struct ImportConfig {
     /// Where failed rows are written with the reason (they are in the
     /// resume file too).
     pub(crate) failures: PathBuf,
-    /// General worker threads.
+    /// General worker threads (the command line allows 1 to
+    /// [`MAX_WORKERS`]).
     pub(crate) workers: usize,
     /// Extra workers that only take adverse events, so an urgent record
-    /// starts even while every general worker is busy.
+    /// starts even while every general worker is busy (the command line
+    /// allows 0 to [`MAX_WORKERS`]).
     pub(crate) urgent_workers: usize,
-    /// Read at most this many records.
+    /// Read at most this many records. The rest of the input is not read:
+    /// it is in no output file, not even the resume file
+    /// ([`Summary::unread_from_line`] says where reading stopped).
     pub(crate) max_records: Option<u64>,
     /// How long SQLite waits for a lock before reporting `SQLITE_BUSY`.
     pub(crate) busy_timeout: Duration,
@@ -108,7 +153,8 @@ pub(crate) struct ImportConfig {
 
 impl ImportConfig {
     /// Imports `input`, with the database, rejects, resume and failure
-    /// files in `out_dir`, one worker per core plus one urgent worker,
+    /// files in `out_dir`, one worker per core (at most [`MAX_WORKERS`])
+    /// plus one urgent worker,
     /// batches of [`BATCH_ROWS`] records, and a bounded retry of
     /// `SQLITE_BUSY` (about 1.5 s of backoff in all).
     pub(crate) fn new(input: PathBuf, out_dir: &Path) -> ImportConfig {
@@ -118,7 +164,7 @@ impl ImportConfig {
             rejects: out_dir.join("rejects.csv"),
             resume: out_dir.join("resume.csv"),
             failures: out_dir.join("failed.csv"),
-            workers: thread::available_parallelism().map_or(2, |n| n.get()),
+            workers: thread::available_parallelism().map_or(2, |n| n.get().min(MAX_WORKERS)),
             urgent_workers: 1,
             max_records: None,
             busy_timeout: Duration::from_millis(250),
@@ -242,8 +288,13 @@ pub(crate) struct Summary {
     /// A stop was requested before the input was done.
     pub(crate) stopped_early: bool,
     /// The input could not be read to the end (the records before the error
-    /// are accounted for as usual).
+    /// are accounted for as usual; those after it are in no file).
     pub(crate) input_error: Option<String>,
+    /// [`ImportConfig::max_records`] stopped the reading before the end of
+    /// the input: the line of the first record not read. That record and
+    /// the rest of the input are in no file, not even the resume file.
+    /// `None` when there is no limit, or nothing followed it.
+    pub(crate) unread_from_line: Option<u64>,
     /// Wall time from start to the files written.
     pub(crate) elapsed: Duration,
     /// Queue waits of adverse events.
@@ -300,6 +351,22 @@ impl Summary {
         self.after.visits.checked_sub(self.before.visits) == Some(self.committed)
             && self.after.alerts.checked_sub(self.before.alerts) == Some(self.alerts_written)
     }
+
+    /// The example's exit status for this outcome: [`EXIT_ERROR`] if a
+    /// check failed or the input could not be read to the end (resuming
+    /// would not finish the job: fix the input and import it again),
+    /// else [`EXIT_TO_RESUME`] if records are left in the resume file, else
+    /// [`EXIT_DONE`]. A limit on the records read is not a failure:
+    /// `--max-records` asked for it, and the summary says where it stopped.
+    pub(crate) fn exit_code(&self) -> u8 {
+        if !self.is_balanced() || !self.database_matches() || self.input_error.is_some() {
+            EXIT_ERROR
+        } else if self.to_resume() > 0 {
+            EXIT_TO_RESUME
+        } else {
+            EXIT_DONE
+        }
+    }
 }
 
 /// Why an import could not run (as opposed to records it could not import,
@@ -315,6 +382,12 @@ pub(crate) enum ImportError {
         #[source]
         source: csv::Error,
     },
+    /// The input has no header row (an empty file).
+    #[error("input file {} is empty (no header row; expected columns: {})", path.display(), record::COLUMNS.join(","))]
+    EmptyInput {
+        /// The file.
+        path: PathBuf,
+    },
     /// The input lacks a column.
     #[error("input file {} has no {column:?} column (expected columns: {})", path.display(), record::COLUMNS.join(","))]
     MissingColumn {
@@ -322,6 +395,19 @@ pub(crate) enum ImportError {
         path: PathBuf,
         /// The first missing column.
         column: &'static str,
+    },
+    /// The input names a column twice: which of the two holds the value is
+    /// anybody's guess, so every row would be rejected.
+    #[error("input file {} has the column {column:?} twice (columns {first} and {second} of the header); each column must appear once", path.display())]
+    DuplicateColumn {
+        /// The file.
+        path: PathBuf,
+        /// The column.
+        column: &'static str,
+        /// Its first position in the header, from 1.
+        first: usize,
+        /// Its second position, from 1.
+        second: usize,
     },
     /// The database could not be prepared or counted.
     #[error("cannot use database {}", path.display())]
@@ -476,6 +562,7 @@ pub(crate) fn run(
         rows,
         stopped_early: fed.stopped_early || stop.is_requested(),
         input_error: fed.input_error,
+        unread_from_line: None,
         elapsed: Duration::ZERO,
         urgent_wait: Latency::from(&pool.queue_wait_histogram(Priority::Urgent)),
         normal_wait: Latency::from(&pool.queue_wait_histogram(Priority::Normal)),
@@ -502,6 +589,16 @@ pub(crate) fn run(
     summary.not_submitted += copied.records;
     if copied.error.is_some() {
         summary.input_error = copied.error;
+    }
+    // Known once the reading (and the copy of the unread input) hit the
+    // limit, if it did.
+    summary.unread_from_line = input.unread_from_line;
+    if let (Some(line), Some(max)) = (summary.unread_from_line, config.max_records) {
+        tracing::info!(
+            max_records = max,
+            line,
+            "record limit reached: the rest of the input was not read (it is not in the resume file)"
+        );
     }
     summary.after = store::counts(&db).map_err(db_error)?;
     summary.elapsed = started.elapsed();
@@ -533,47 +630,88 @@ struct Input {
     records: u64,
     /// Records still to read (`--max-records`); `None`: no limit.
     budget: Option<u64>,
+    /// The budget ran out before the end of the input: the line of the
+    /// first record left unread (see [`Input::read`]).
+    unread_from_line: Option<u64>,
+    /// Whether [`Input::read`] looked past the spent budget already.
+    peeked: bool,
 }
 
 impl Input {
-    /// Opens `path`, checks its header has every column of
-    /// [`record::COLUMNS`], and counts its records (at most `max`).
+    /// Opens `path`, checks its header names every column of
+    /// [`record::COLUMNS`] exactly once, and counts its records (at most
+    /// `max`).
     fn open(path: &Path, max: Option<u64>) -> Result<Input, ImportError> {
         let input_error = |source| ImportError::Input {
             path: path.to_owned(),
             source,
         };
-        let records = count_records(path, max).map_err(input_error)?;
         let mut reader = csv::ReaderBuilder::new()
             .flexible(true) // a short row is the job's to reject, not the reader's
             .from_path(path)
             .map_err(input_error)?;
         let headers = reader.byte_headers().map_err(input_error)?.clone();
-        let column_index = |column: &'static str| {
-            headers
+        if headers.is_empty() {
+            return Err(ImportError::EmptyInput {
+                path: path.to_owned(),
+            });
+        }
+        // Other columns may come in any number, even twice (they are not
+        // read); each of these must be there, once.
+        let mut ae_term = 0;
+        for column in record::COLUMNS {
+            let mut positions = headers
                 .iter()
-                .position(|name| name == column.as_bytes())
-                .ok_or_else(|| ImportError::MissingColumn {
+                .enumerate()
+                .filter(|(_, name)| *name == column.as_bytes())
+                .map(|(index, _)| index);
+            let first = positions.next().ok_or_else(|| ImportError::MissingColumn {
+                path: path.to_owned(),
+                column,
+            })?;
+            if let Some(second) = positions.next() {
+                return Err(ImportError::DuplicateColumn {
                     path: path.to_owned(),
                     column,
-                })
-        };
-        for column in record::COLUMNS {
-            column_index(column)?;
+                    first: first + 1,
+                    second: second + 1,
+                });
+            }
+            if column == "ae_term" {
+                ae_term = first;
+            }
         }
-        let ae_term = column_index("ae_term")?;
+        // Only a file worth importing is read twice.
+        let records = count_records(path, max).map_err(input_error)?;
         Ok(Input {
             reader,
             headers,
             ae_term,
             records,
             budget: max,
+            unread_from_line: None,
+            peeked: false,
         })
     }
 
     /// The next record, within the budget; `Ok(false)` at the end.
+    ///
+    /// The first time the budget is found spent, reads one record past it
+    /// (which is then dropped) to tell a limit that cut the input short
+    /// from one that happened to match its end, and keeps the line of that
+    /// record in [`Input::unread_from_line`]. A record that cannot be read
+    /// there counts as input left unread too.
     fn read(&mut self, record: &mut csv::ByteRecord) -> csv::Result<bool> {
         if self.budget == Some(0) {
+            if !self.peeked {
+                self.peeked = true;
+                let mut next = csv::ByteRecord::new();
+                self.unread_from_line = match self.reader.read_byte_record(&mut next) {
+                    Ok(true) => Some(next.position().map_or(0, csv::Position::line)),
+                    Ok(false) => None,
+                    Err(_) => Some(self.reader.position().line()),
+                };
+            }
             return Ok(false);
         }
         let more = self.reader.read_byte_record(record)?;
@@ -632,6 +770,10 @@ fn feed(
     let mut record = csv::ByteRecord::new();
     loop {
         if stop.is_requested() {
+            tracing::info!(
+                read = fed.read,
+                "stop requested: no more records are submitted; running records finish, the rest go to the resume file"
+            );
             fed.stopped_early = true;
             break;
         }
@@ -697,7 +839,9 @@ fn monitor(
     while let Err(mpsc::RecvTimeoutError::Timeout) = done.recv_timeout(TICK) {
         observer.tick(&pool.stats(), &writer.rows());
         if report.is_none() && stop.is_requested() {
-            tracing::info!("stop requested: closing intake, finishing running records");
+            tracing::info!(
+                "stop requested: closing intake; running records finish, the rest go to the resume file"
+            );
             report = Some(pool.stop_now());
         }
     }
