@@ -835,7 +835,8 @@ impl<J: Job> Builder<J> {
         let total = workers.saturating_add(self.reserved);
         if total > Self::MAX_WORKERS {
             return Err(BuildError::new(BuildErrorKind::TooManyWorkers {
-                requested: total,
+                workers,
+                reserved: self.reserved,
                 max: Self::MAX_WORKERS,
             }));
         }

@@ -237,8 +237,12 @@ pub struct BuildError {
 pub(crate) enum BuildErrorKind {
     #[error("a pool needs at least one worker")]
     ZeroWorkers,
-    #[error("{requested} worker threads requested; at most {max} are allowed")]
-    TooManyWorkers { requested: usize, max: usize },
+    #[error("{workers} general and {reserved} reserved worker threads requested; at most {max} are allowed in all")]
+    TooManyWorkers {
+        workers: usize,
+        reserved: usize,
+        max: usize,
+    },
     #[error("the {lane} lane needs a capacity of at least 1")]
     ZeroCapacity { lane: Priority },
     #[error("the {lane} lane's capacity of {requested} slots cannot be allocated (at most {max} slots, and the slots must fit in memory)")]

@@ -1223,13 +1223,25 @@ impl<J: Job> Pool<J> {
         // Unrun: jobs rescued by workers were dequeued before anything still
         // in their lane, so they go first within the lane.
         let mut by_lane: [Vec<Unrun<J>>; 3] = Default::default();
-        let mut rescued = std::mem::take(&mut *shared.rescued.lock());
-        rescued.sort_by_key(|(_, envelope)| envelope.accepted_at);
-        for (lane, envelope) in rescued {
-            by_lane[lane.index()].push(Unrun {
-                job: envelope.job,
-                lane,
-            });
+        let rescued = std::mem::take(&mut *shared.rescued.lock());
+        // Sort the acceptance times, not the jobs: rustc 1.95 miscompiles
+        // std's sort for elements aligned to 4096 bytes or more (a job type
+        // may be), corrupting the stack; the jobs only move by `Vec` pushes.
+        let mut order: Vec<(u64, usize)> = rescued
+            .iter()
+            .enumerate()
+            .map(|(index, (_, envelope))| (envelope.accepted_at, index))
+            .collect();
+        order.sort_unstable();
+        let mut rescued: Vec<Option<(Priority, Envelope<J>)>> =
+            rescued.into_iter().map(Some).collect();
+        for (_, index) in order {
+            if let Some((lane, envelope)) = rescued[index].take() {
+                by_lane[lane.index()].push(Unrun {
+                    job: envelope.job,
+                    lane,
+                });
+            }
         }
         shared.lanes.drain(|lane, envelope| {
             by_lane[lane.index()].push(Unrun {

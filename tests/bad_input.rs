@@ -160,24 +160,31 @@ fn lanes_that_fit_alone_but_not_together_are_refused() {
 fn absurd_worker_counts_are_refused() {
     guarded(|| {
         let max = B::MAX_WORKERS;
-        for (builder, requested) in [
-            (Pool::builder().workers(usize::MAX), usize::MAX),
-            (Pool::builder().workers(max + 1), max + 1),
+        for (builder, workers, reserved) in [
+            (Pool::builder().workers(usize::MAX), usize::MAX, 0),
+            (Pool::builder().workers(max + 1), max + 1, 0),
             (
                 Pool::builder().workers(max).reserved_urgent_workers(1),
-                max + 1,
+                max,
+                1,
             ),
             (
+                // The sum would overflow: refused, and the message still
+                // says what was asked for.
                 Pool::builder()
                     .workers(1)
                     .reserved_urgent_workers(usize::MAX),
-                usize::MAX, // the sum saturates instead of overflowing
+                1,
+                usize::MAX,
             ),
         ] {
             let err = invalid(builder);
             assert_eq!(
                 err.to_string(),
-                format!("{requested} worker threads requested; at most {max} are allowed")
+                format!(
+                    "{workers} general and {reserved} reserved worker threads requested; \
+                     at most {max} are allowed in all"
+                )
             );
         }
     });
