@@ -66,7 +66,12 @@
 //! `submit` or `try_submit`: on a full lane its `submit` returns
 //! [`SubmitError::Full`] instead, since workers waiting for room only
 //! workers can make would deadlock. `submit_timeout` with a nonzero,
-//! finite timeout waits on a worker thread too, up to that timeout.
+//! finite timeout waits on a worker thread too, up to that timeout. The
+//! check is by thread: a thread that a job spawns is not one of the pool's
+//! workers, so if the job waits for it (joins it, or waits on a channel),
+//! that thread's blocking `submit` or `wait_idle` can wait for room or
+//! for an idle pool that the waiting job itself holds up. Use
+//! `try_submit` (or a timeout) from such threads.
 //!
 //! Producer threads use [`Submitter`] clones from [`Pool::submitter`].
 //!
