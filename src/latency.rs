@@ -331,6 +331,12 @@ impl LatencyHistogram {
     /// about the shortest wait, 1 the longest. `None` if nothing was
     /// recorded.
     ///
+    /// The number of jobs a fraction `q` covers, `q × count`, is rounded up
+    /// after forgiving floating-point error of one part in 10^12: 0.07 of
+    /// 100 jobs is the 7th wait, not the 8th that `0.07 * 100.0 = 7.000…01`
+    /// would give. A `q` meant to cover a hair more than a whole number
+    /// of jobs `k` (less than `k × 10^-12` more) is read as covering `k`.
+    ///
     /// # Examples
     ///
     /// ```
