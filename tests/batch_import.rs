@@ -20,7 +20,7 @@ mod common;
 mod import;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -56,13 +56,20 @@ fn fixture(records: usize) -> Fixture {
         generate::generate(&input, records, SEED, &StopSignal::new()).expect("generate input");
     assert_eq!(manifest.rows.len(), records);
     assert!(manifest.defective() > 0 && manifest.adverse_events() > 0);
-    let mut config = ImportConfig::new(input, dir.path());
-    config.workers = 2;
+    let config = two_workers(input, dir.path());
     Fixture {
         dir,
         manifest,
         config,
     }
+}
+
+/// The tests' configuration: import `input` with two workers, outputs (and
+/// by default the database) in `out_dir`.
+fn two_workers(input: PathBuf, out_dir: &Path) -> ImportConfig {
+    let mut config = ImportConfig::new(input, out_dir);
+    config.workers = 2;
+    config
 }
 
 /// Creates the database and its schema (an import of no records).
@@ -88,9 +95,8 @@ fn hold_write_lock(config: &mut ImportConfig) -> rusqlite::Connection {
 fn import_again(dir: &Path, config: &ImportConfig, input: &Path) -> (ImportConfig, Summary) {
     let again_dir = dir.join("again");
     std::fs::create_dir_all(&again_dir).expect("second output directory");
-    let mut again = ImportConfig::new(input.to_path_buf(), &again_dir);
+    let mut again = two_workers(input.to_path_buf(), &again_dir);
     again.database = config.database.clone();
-    again.workers = 2;
     let second = import::run(&again, &StopSignal::new(), &()).expect("second import");
     (again, second)
 }
@@ -421,22 +427,9 @@ fn every_valid_row_is_imported_once_and_every_bad_row_rejected_with_its_reason()
 fn impossible_calendar_dates_are_rejected_and_real_ones_accepted() {
     let headers = csv::ByteRecord::from(import::record::COLUMNS.to_vec());
     let visit_on = |date: &str| {
-        let record = csv::ByteRecord::from(vec![
-            "R1",
-            "S01-00001",
-            "SITE-01",
-            "BL",
-            date,
-            "40",
-            "F",
-            "70.0",
-            "120",
-            "80",
-            "70",
-            "36.8",
-            "",
-            "",
-        ]);
+        let mut fields = VALID_VISIT;
+        fields[4] = date; // visit_date
+        let record = csv::ByteRecord::from(fields.to_vec());
         import::record::Visit::from_record(&headers, &record)
     };
     for date in [
@@ -904,8 +897,7 @@ fn a_record_limit_says_at_which_line_it_stopped_reading_and_only_if_input_was_le
         // A limit at, or past, the end of the input leaves nothing unread.
         for max in [RECORDS as u64, RECORDS as u64 + 1] {
             let again_dir = tempfile::tempdir().expect("temporary directory");
-            let mut again = ImportConfig::new(config.input.clone(), again_dir.path());
-            again.workers = 2;
+            let mut again = two_workers(config.input.clone(), again_dir.path());
             again.max_records = Some(max);
             let summary = import::run(&again, &StopSignal::new(), &()).expect("import");
             assert_accounted(&summary);
@@ -965,9 +957,7 @@ const VALID_VISIT: [&str; 14] = [
 fn config_for(dir: &Path, contents: &str) -> ImportConfig {
     let input = dir.join("input.csv");
     std::fs::write(&input, contents).expect("write input");
-    let mut config = ImportConfig::new(input, dir);
-    config.workers = 2;
-    config
+    two_workers(input, dir)
 }
 
 #[test]
