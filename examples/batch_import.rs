@@ -247,18 +247,22 @@ fn run(args: Args, bar: &ProgressBar) -> Result<ExitCode, Box<dyn Error>> {
 /// drawn on stderr if it is a terminal.
 fn progress_bar() -> ProgressBar {
     let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::hidden());
-    let style = ProgressStyle::with_template(
+    bar.set_style(progress_style(
         "{spinner} {elapsed_precise} [{wide_bar}] {human_pos}/{human_len} {rate} (eta {eta})\n{msg}",
-    )
-    .map(|style| {
-        style.with_key("rate", |state: &ProgressState, out: &mut dyn fmt::Write| {
-            let _ = write!(out, "{}/s", thousands(state.per_sec().round() as u64));
-        })
-    })
-    .unwrap_or_else(|_| ProgressStyle::default_bar())
-    .progress_chars("=> ");
-    bar.set_style(style);
+    ));
     bar
+}
+
+/// The progress bar's style from `template`, with the `{rate}` key.
+fn progress_style(template: &str) -> ProgressStyle {
+    ProgressStyle::with_template(template)
+        .map(|style| {
+            style.with_key("rate", |state: &ProgressState, out: &mut dyn fmt::Write| {
+                let _ = write!(out, "{}/s", thousands(state.per_sec().round() as u64));
+            })
+        })
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ")
 }
 
 /// Logs to stderr at the level `RUST_LOG` sets (default `info`), without
@@ -296,8 +300,14 @@ struct Progress {
 }
 
 impl Observer for Progress {
-    fn started(&self, records: u64) {
-        self.bar.set_length(records);
+    fn started(&self, records: Option<u64>) {
+        match records {
+            Some(records) => self.bar.set_length(records),
+            // An input read from a pipe is not counted: no bar, no eta.
+            None => self.bar.set_style(progress_style(
+                "{spinner} {elapsed_precise} {human_pos} records {rate}\n{msg}",
+            )),
+        }
         self.bar.set_draw_target(ProgressDrawTarget::stderr());
         self.bar.enable_steady_tick(Duration::from_millis(100));
     }

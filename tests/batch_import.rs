@@ -1084,3 +1084,95 @@ fn a_stop_during_generation_removes_the_partial_file() {
         "{error}"
     );
 }
+
+#[cfg(unix)]
+#[test]
+fn an_input_that_can_be_read_only_once_is_imported_whole() {
+    common::guarded(|| {
+        // A named pipe, like `/dev/stdin` under `zcat visits.csv.gz |`:
+        // counting its records for the progress bar would consume them.
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let source = dir.path().join("visits.csv");
+        let manifest =
+            generate::generate(&source, RECORDS, SEED, &StopSignal::new()).expect("generate");
+        let fifo = dir.path().join("visits.fifo");
+        let status = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .expect("run mkfifo");
+        assert!(status.success(), "mkfifo failed");
+        let contents = std::fs::read(&source).expect("read input");
+        let writer = {
+            let fifo = fifo.clone();
+            // Far more than a pipe holds, so it is still writing when the
+            // import opens the pipe; ends with an error if the import
+            // stops reading early.
+            std::thread::spawn(move || std::fs::write(fifo, contents))
+        };
+        let config = two_workers(fifo, dir.path());
+        let summary = import::run(&config, &StopSignal::new(), &()).expect("import");
+        writer
+            .join()
+            .expect("pipe writer")
+            .expect("the import read the whole pipe");
+        assert_accounted(&summary);
+        assert_eq!(summary.read, RECORDS as u64);
+        assert_eq!(
+            visits(&config.database),
+            ids(&manifest, |row| row.defect.is_none())
+        );
+        assert_eq!(summary.exit_code(), import::EXIT_DONE);
+    });
+}
+
+#[test]
+fn an_ae_term_of_only_whitespace_is_no_adverse_event_in_either_count() {
+    common::guarded(|| {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let header = import::record::COLUMNS.join(",");
+        // A no-break space and a vertical tab: whitespace to the validator,
+        // which then sees no adverse event (and writes no alert).
+        let mut rows = String::new();
+        for (id, term) in [("R1", "\u{a0}"), ("R2", "\u{b}")] {
+            let mut fields = VALID_VISIT;
+            fields[0] = id;
+            fields[12] = term; // ae_term
+            rows.push_str(&fields.join(","));
+            rows.push('\n');
+        }
+        let config = config_for(dir.path(), &format!("{header}\n{rows}"));
+        let summary = import::run(&config, &StopSignal::new(), &()).expect("import");
+        assert_accounted(&summary);
+        assert_eq!((summary.committed, summary.alerts_written), (2, 0));
+        // The summary's adverse events are those the urgent lane took: an
+        // alert or a reason for each.
+        assert_eq!(summary.adverse_events, 0, "{summary:#?}");
+        assert_eq!(summary.urgent_wait.count, 0);
+    });
+}
+
+#[test]
+fn an_output_file_that_cannot_be_written_says_what_to_do() {
+    common::guarded(|| {
+        let Fixture {
+            dir: _dir,
+            manifest: _,
+            config,
+        } = fixture(200);
+        // The rejects file cannot be created: a directory is in the way.
+        std::fs::create_dir(&config.rejects).expect("directory in the way");
+        let error = import::run(&config, &StopSignal::new(), &()).expect_err("refused");
+        assert!(
+            matches!(error, import::ImportError::Output { .. }),
+            "{error:?}"
+        );
+        // The records went to the database; the message says so, and how
+        // to finish the job.
+        assert!(!visits(&config.database).is_empty());
+        let message = error.to_string();
+        assert!(
+            message.contains("import the whole input again into the same database"),
+            "{message}"
+        );
+    });
+}

@@ -207,8 +207,9 @@ impl StopSignal {
 /// Hooks for watching an import: a progress bar, a log, a test.
 pub(crate) trait Observer: Sync {
     /// Called once before the first record is read, with the number of
-    /// records the import will read if it runs to the end.
-    fn started(&self, _records: u64) {}
+    /// records the import will read if it runs to the end: `None` for an
+    /// input that can be read only once (a pipe), which is not counted.
+    fn started(&self, _records: Option<u64>) {}
 
     /// Called on the reading thread each time the pool accepts a record,
     /// with the number accepted so far.
@@ -422,7 +423,10 @@ pub(crate) enum ImportError {
     /// are only in the input now: fix the cause (disk full, permissions) and
     /// import the input again into the same database; the records already
     /// imported are then rejected as duplicates.
-    #[error("cannot write {records} records to {}", path.display())]
+    #[error(
+        "cannot write {records} records to {}; fix the cause below, then import the whole input again into the same database (the records it already holds are rejected as duplicates)",
+        path.display()
+    )]
     Output {
         /// The file.
         path: PathBuf,
@@ -626,8 +630,9 @@ struct Input {
     headers: csv::ByteRecord,
     /// Index of the `ae_term` column, which decides a record's lane.
     ae_term: usize,
-    /// Records the import will read if it runs to the end.
-    records: u64,
+    /// Records the import will read if it runs to the end; `None` for an
+    /// input that is not a regular file (see [`Input::open`]).
+    records: Option<u64>,
     /// Records still to read (`--max-records`); `None`: no limit.
     budget: Option<u64>,
     /// The budget ran out before the end of the input: the line of the
@@ -640,7 +645,8 @@ struct Input {
 impl Input {
     /// Opens `path`, checks its header names every column of
     /// [`record::COLUMNS`] exactly once, and counts its records (at most
-    /// `max`).
+    /// `max`) if it is a regular file: a pipe (`/dev/stdin`, a FIFO) can be
+    /// read only once, and counting would consume the records.
     fn open(path: &Path, max: Option<u64>) -> Result<Input, ImportError> {
         let input_error = |source| ImportError::Input {
             path: path.to_owned(),
@@ -681,8 +687,14 @@ impl Input {
                 ae_term = first;
             }
         }
-        // Only a file worth importing is read twice.
-        let records = count_records(path, max).map_err(input_error)?;
+        // Only a file worth importing is read twice, and only a regular
+        // file can be.
+        let records = match std::fs::metadata(path) {
+            Ok(metadata) if metadata.is_file() => {
+                Some(count_records(path, max).map_err(input_error)?)
+            }
+            _ => None,
+        };
         Ok(Input {
             reader,
             headers,

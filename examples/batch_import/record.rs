@@ -334,12 +334,13 @@ impl Row {
 }
 
 /// Whether `record` reports an adverse event: its `ae_term` cell (at
-/// `ae_term_index`) is not blank. Decides the job's lane before validation,
-/// so even a malformed adverse-event row is looked at first.
+/// `ae_term_index`) is not blank, as [`Row::validate`] trims it (a cell
+/// that is not UTF-8 counts as not blank). Decides the job's lane before
+/// validation, so even a malformed adverse-event row is looked at first.
 pub(crate) fn is_adverse_event(record: &csv::ByteRecord, ae_term_index: usize) -> bool {
     record
         .get(ae_term_index)
-        .is_some_and(|cell| cell.iter().any(|b| !b.is_ascii_whitespace()))
+        .is_some_and(|cell| std::str::from_utf8(cell).map_or(true, |term| !term.trim().is_empty()))
 }
 
 /// Turns serde's error into an [`Invalid`] naming the column.
