@@ -65,21 +65,13 @@ use crate::import::{generate, ImportConfig, Latency, Observer, Rows, StopSignal,
 #[derive(Debug, Parser)]
 #[command(
     version,
-    after_help = "Exit status:\n  \
-        0  every record read was imported or rejected (with --max-records: every\n     \
-           record up to the limit)\n  \
-        3  records are left in resume.csv, after a stop or because the database\n     \
-           did not take them: import it into the same database (the summary\n     \
-           prints the command)\n  \
-        1  an error: the import could not run, or was stopped while generating\n     \
-           its input; the input could not be read to the end (the records after\n     \
-           the error are in no file: fix it and import all of it again); or a\n     \
-           check of the ledger or the database failed\n  \
-        2  a usage error (a bad flag or value); nothing was done\n\n\
-        Examples:\n  \
-        batch_import\n  \
-        batch_import visits.csv --db visits.sqlite --out-dir import-out\n  \
-        batch_import import-out/resume.csv --db visits.sqlite --out-dir import-out/resumed"
+    after_help = format!(
+        "{}\n\nExamples:\n  \
+         batch_import\n  \
+         batch_import visits.csv --db visits.sqlite --out-dir import-out\n  \
+         batch_import import-out/resume.csv --db visits.sqlite --out-dir import-out/resumed",
+        import::EXIT_STATUS_HELP
+    )
 )]
 struct Args {
     /// CSV file of visit records to import [default: generate one].
@@ -237,7 +229,11 @@ fn run(args: Args, bar: &ProgressBar) -> Result<ExitCode, Box<dyn Error>> {
     config.max_records = args.max_records;
 
     let summary = import::run(&config, &stop, &Progress { bar: bar.clone() })?;
-    print_summary(&config, &out_dir, &summary);
+    if let Err(error) = write_summary(&mut io::stdout().lock(), &config, &out_dir, &summary) {
+        // Standard output is closed (a pipe's reader exited, a terminal
+        // hung up): the files are written, and the exit status says the rest.
+        tracing::warn!(%error, "cannot print the summary");
+    }
     Ok(ExitCode::from(summary.exit_code()))
 }
 
@@ -274,6 +270,10 @@ fn init_tracing(bar: &ProgressBar) {
         .with_env_filter(filter)
         .with_ansi(io::stderr().is_terminal())
         .with_writer(move || LogWriter { bar: bar.clone() })
+        // With stderr closed (piped into `head`, a hung-up terminal), a log
+        // line is lost, not the import: tracing-subscriber's own complaint
+        // would go to stderr with `eprintln!`, which panics.
+        .log_internal_errors(false)
         .init();
 }
 
@@ -352,7 +352,12 @@ impl Observer for Progress {
 
 /// Prints the summary table on stdout. `out_dir` holds the output files; the
 /// commands it suggests write theirs to a new directory inside it.
-fn print_summary(config: &ImportConfig, out_dir: &Path, s: &Summary) {
+fn write_summary(
+    out: &mut dyn Write,
+    config: &ImportConfig,
+    out_dir: &Path,
+    s: &Summary,
+) -> io::Result<()> {
     let check = |ok: bool| if ok { "ok" } else { "MISMATCH" };
     let resume = config.resume.display();
     let threads = format!(
@@ -360,54 +365,61 @@ fn print_summary(config: &ImportConfig, out_dir: &Path, s: &Summary) {
         s.pool.workers(),
         s.pool.reserved_urgent_workers()
     );
-    println!();
-    if s.stopped_early {
-        println!(
+    writeln!(out)?;
+    // A stop that came once every record was done left nothing behind.
+    if s.stopped_early && s.unrun + s.not_submitted > 0 {
+        writeln!(
+            out,
             "batch_import: stopped early; {} of {} records processed in {:.2} s ({} records/s, {threads})",
             thousands(s.processed()),
             thousands(s.read),
             s.elapsed.as_secs_f64(),
             thousands(s.records_per_second().round() as u64),
-        );
+        )?;
     } else {
-        println!(
+        writeln!(
+            out,
             "batch_import: {} records in {:.2} s ({} records/s, {threads})",
             thousands(s.read),
             s.elapsed.as_secs_f64(),
             thousands(s.records_per_second().round() as u64),
-        );
+        )?;
     }
-    println!("  input: {}", config.input.display());
+    writeln!(out, "  input: {}", config.input.display())?;
     if let (Some(line), Some(max)) = (s.unread_from_line, config.max_records) {
-        println!(
+        writeln!(
+            out,
             "  stopped at --max-records {}: the rest of the input, from line {line}, was not read and is not in {}",
             thousands(max),
             config
                 .resume
                 .file_name()
                 .map_or(resume.to_string(), |name| name.to_string_lossy().into_owned()),
-        );
+        )?;
     }
-    println!();
-    println!("  {:<16} {:>9}  where", "outcome", "records");
-    let row = |name: &str, count: u64, place: &dyn std::fmt::Display| {
-        println!("  {name:<16} {:>9}  {place}", thousands(count));
+    writeln!(out)?;
+    writeln!(out, "  {:<16} {:>9}  where", "outcome", "records")?;
+    let row = |out: &mut dyn Write, name: &str, count: u64, place: &dyn std::fmt::Display| {
+        writeln!(out, "  {name:<16} {:>9}  {place}", thousands(count))
     };
-    row("committed", s.committed, &config.database.display());
-    row("rejected", s.rejected, &config.rejects.display());
+    row(out, "committed", s.committed, &config.database.display())?;
+    row(out, "rejected", s.rejected, &config.rejects.display())?;
     row(
+        out,
         "failed",
         s.failed,
         &format_args!("{resume} (reasons: {})", config.failures.display()),
-    );
-    row("unrun", s.unrun, &resume);
-    row("not submitted", s.not_submitted, &resume);
+    )?;
+    row(out, "unrun", s.unrun, &resume)?;
+    row(out, "not submitted", s.not_submitted, &resume)?;
     row(
+        out,
         "total read",
         s.read,
         &format_args!("ledger balanced: {}", check(s.is_balanced())),
-    );
+    )?;
     row(
+        out,
         "adverse events",
         s.adverse_events,
         &format_args!(
@@ -422,61 +434,68 @@ fn print_summary(config: &ImportConfig, out_dir: &Path, s: &Summary) {
                 other => format!(", rest (duplicates, failed, unrun): {}", thousands(other)),
             }
         ),
-    );
-    println!();
-    println!(
+    )?;
+    writeln!(out)?;
+    writeln!(
+        out,
         "  {:<16} {:>9}  {:>9} {:>9} {:>9}",
         "queue wait", "jobs", "p50", "p99", "max"
-    );
-    latency_row("urgent lane", &s.urgent_wait);
-    latency_row("normal lane", &s.normal_wait);
-    println!();
+    )?;
+    latency_row(out, "urgent lane", &s.urgent_wait)?;
+    latency_row(out, "normal lane", &s.normal_wait)?;
+    writeln!(out)?;
     let rows = &s.rows;
-    println!(
+    writeln!(
+        out,
         "  transactions: {} batches of up to {} records (average {:.0}), {} adverse events written alone, {} failed",
         thousands(rows.batches),
         thousands(config.batch_rows as u64),
         rows.batched as f64 / rows.batches.max(1) as f64,
         thousands(rows.urgent_writes),
         thousands(rows.failed_flushes),
-    );
+    )?;
     if rows.split_transactions > 0 {
-        println!(
+        writeln!(
+            out,
             "  refused transactions: {} written again record by record; {} records refused (in {resume}, reasons in {})",
             thousands(rows.split_transactions),
             thousands(rows.refused),
             config.failures.display(),
-        );
+        )?;
     }
     let visits = s.after.visits.saturating_sub(s.before.visits);
     let alerts = s.after.alerts.saturating_sub(s.before.alerts);
-    println!(
+    writeln!(
+        out,
         "  database check: visits +{} (expected {}), alerts +{} (expected {}): {}",
         thousands(visits),
         thousands(s.committed),
         thousands(alerts),
         thousands(s.alerts_written),
         check(s.database_matches()),
-    );
+    )?;
     if let Some(error) = &s.input_error {
         // The rest of the input was not read, so it is not in the resume
         // file either: resuming from it would silently skip those records.
-        println!("  input error: {error}");
-        println!();
-        println!("  The input could not be read past this error: the records after it are not in the database, the rejects or the resume file.");
+        writeln!(out, "  input error: {error}")?;
+        writeln!(out)?;
+        writeln!(out, "  The input could not be read past this error: the records after it are not in the database, the rejects or the resume file.")?;
         if s.to_resume() > 0 {
-            println!(
+            writeln!(
+                out,
                 "  ({resume} holds only the {} records read but not imported.)",
                 thousands(s.to_resume()),
-            );
+            )?;
         }
-        println!(
+        writeln!(
+            out,
             "  Fix the input, then import all of it again into the same database (records already imported are rejected as duplicates):\n    {}",
             command(&config.input, &config.database, &new_out_dir(out_dir, "again")),
-        );
+        )?;
     } else if s.to_resume() > 0 {
-        println!();
-        println!(
+        writeln!(out)?;
+        writeln!(
+            out,
             "  {} records left to import; resume with:\n    {}",
             thousands(s.to_resume()),
             command(
@@ -484,8 +503,9 @@ fn print_summary(config: &ImportConfig, out_dir: &Path, s: &Summary) {
                 &config.database,
                 &new_out_dir(out_dir, "resumed")
             ),
-        );
+        )?;
     }
+    Ok(())
 }
 
 /// The command that imports `input` into `database`, with its output files
@@ -528,14 +548,15 @@ fn shell_word(path: &Path) -> String {
 
 /// One line of the latency table: how long jobs of a lane waited from
 /// submit to the start of their run.
-fn latency_row(lane: &str, latency: &Latency) {
-    println!(
+fn latency_row(out: &mut dyn Write, lane: &str, latency: &Latency) -> io::Result<()> {
+    writeln!(
+        out,
         "  {lane:<16} {:>9}  {:>9} {:>9} {:>9}",
         thousands(latency.count),
         millis(latency.p50),
         millis(latency.p99),
         millis(latency.max),
-    );
+    )
 }
 
 /// `1234567` as `1,234,567`.

@@ -860,11 +860,43 @@ fn a_stop_while_the_database_is_locked_still_accounts_for_every_staged_record() 
 
 #[test]
 fn the_exit_codes_are_those_the_help_text_documents() {
-    // `batch_import --help` lists these numbers; 2 is clap's usage error,
-    // so "records left to resume" must not be 2.
-    assert_eq!(import::EXIT_DONE, 0);
-    assert_eq!(import::EXIT_ERROR, 1);
-    assert_eq!(import::EXIT_TO_RESUME, 3);
+    // `batch_import --help` prints EXIT_STATUS_HELP: each status on a line
+    // `  <n>  <meaning>`, continued on lines indented further.
+    let mut described: BTreeMap<u8, String> = BTreeMap::new();
+    let mut current = None;
+    for line in import::EXIT_STATUS_HELP.lines().skip(1) {
+        let code = line.strip_prefix("  ").and_then(|rest| {
+            let (number, _) = rest.split_once("  ")?;
+            number.parse::<u8>().ok()
+        });
+        match code {
+            Some(code) => {
+                assert!(
+                    described.insert(code, line.to_owned()).is_none(),
+                    "{code} listed twice"
+                );
+                current = Some(code);
+            }
+            None => {
+                let code = current.expect("a continuation line before any status");
+                assert!(line.starts_with("     "), "not a continuation: {line:?}");
+                described.get_mut(&code).expect("listed").push_str(line);
+            }
+        }
+    }
+    let codes: Vec<u8> = described.keys().copied().collect();
+    assert_eq!(codes, [0, 1, 2, 3], "the statuses --help lists");
+    assert!(described[&import::EXIT_DONE].contains("imported or rejected"));
+    assert!(described[&import::EXIT_TO_RESUME].contains("left in resume.csv"));
+    assert!(described[&import::EXIT_ERROR].contains("an error"));
+    // 2 is clap's usage error, so "records left to resume" must not be 2.
+    assert!(described[&2].contains("usage error"));
+    assert!(![
+        import::EXIT_DONE,
+        import::EXIT_ERROR,
+        import::EXIT_TO_RESUME
+    ]
+    .contains(&2));
 }
 
 #[test]
@@ -1174,5 +1206,43 @@ fn an_output_file_that_cannot_be_written_says_what_to_do() {
             message.contains("import the whole input again into the same database"),
             "{message}"
         );
+    });
+}
+
+#[test]
+fn an_output_file_that_is_the_input_or_the_database_is_refused_before_anything_is_written() {
+    common::guarded(|| {
+        let Fixture {
+            dir: _dir,
+            manifest: _,
+            mut config,
+        } = fixture(200);
+        // The database and the rejects file do not exist yet: they are
+        // compared by directory and name, through a `..` detour.
+        let detour = config.rejects.parent().expect("dir").join("..").join(
+            config
+                .rejects
+                .parent()
+                .and_then(Path::file_name)
+                .expect("dir name"),
+        );
+        config.database = detour.join("rejects.csv");
+        let error = import::run(&config, &StopSignal::new(), &()).expect_err("refused");
+        assert!(
+            matches!(&error, import::ImportError::OutputIsDatabase { path } if *path == config.rejects),
+            "{error:?}"
+        );
+        assert!(!config.rejects.exists(), "nothing written");
+
+        // Resuming from resume.csv into the directory it is in.
+        config.database = config.rejects.with_file_name("visits.sqlite");
+        config.input = config.resume.clone();
+        std::fs::write(&config.resume, "record_id\n").expect("write resume");
+        let error = import::run(&config, &StopSignal::new(), &()).expect_err("refused");
+        assert!(
+            matches!(&error, import::ImportError::OutputIsInput { path } if *path == config.resume),
+            "{error:?}"
+        );
+        assert!(!config.database.exists(), "nothing written");
     });
 }

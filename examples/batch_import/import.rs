@@ -110,6 +110,21 @@ pub(crate) const EXIT_ERROR: u8 = 1;
 /// the job. Not 2, which is a usage error (a bad flag or value).
 pub(crate) const EXIT_TO_RESUME: u8 = 3;
 
+/// The exit statuses as `--help` lists them: one line per status, its
+/// number in the third column, continuation lines indented further.
+/// `tests/batch_import.rs` checks it against the constants above.
+pub(crate) const EXIT_STATUS_HELP: &str = "Exit status:
+  0  every record read was imported or rejected (with --max-records: every
+     record up to the limit)
+  3  records are left in resume.csv, after a stop or because the database
+     did not take them: import it into the same database (the summary
+     prints the command)
+  1  an error: the import could not run, or was stopped while generating
+     its input; the input could not be read to the end (the records after
+     the error are in no file: fix it and import all of it again); or a
+     check of the ledger or the database failed
+  2  a usage error (a bad flag or value); nothing was done";
+
 /// How often the monitor thread reports progress and checks for a stop.
 const TICK: Duration = Duration::from_millis(100);
 
@@ -443,6 +458,13 @@ pub(crate) enum ImportError {
         /// The file.
         path: PathBuf,
     },
+    /// An output file (rejects, resume, failed) is the database, which it
+    /// would overwrite at the end of the import.
+    #[error("{} is the database; choose another --db or output directory", path.display())]
+    OutputIsDatabase {
+        /// The file.
+        path: PathBuf,
+    },
     /// The worker pool could not start.
     #[error("cannot start the worker pool")]
     Pool(#[from] BuildError),
@@ -497,6 +519,11 @@ pub(crate) fn run(
     for output in [&config.rejects, &config.resume, &config.failures] {
         if same_file(&config.input, output) {
             return Err(ImportError::OutputIsInput {
+                path: output.clone(),
+            });
+        }
+        if same_file(&config.database, output) {
+            return Err(ImportError::OutputIsDatabase {
                 path: output.clone(),
             });
         }
@@ -1061,10 +1088,25 @@ fn count_records(path: &Path, max: Option<u64>) -> Result<u64, csv::Error> {
     Ok(count)
 }
 
-/// Whether `a` and `b` name the same existing file.
+/// Whether `a` and `b` name the same file, existing or not: a path that
+/// does not exist yet is compared by its (existing) directory and its name.
 fn same_file(a: &Path, b: &Path) -> bool {
-    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
-        (Ok(a), Ok(b)) => a == b,
+    match (resolved(a), resolved(b)) {
+        (Some(a), Some(b)) => a == b,
         _ => false,
     }
+}
+
+/// `path` made absolute with its symbolic links resolved, or, if it does
+/// not exist, its resolved directory joined with its name; `None` if
+/// neither can be resolved.
+fn resolved(path: &Path) -> Option<PathBuf> {
+    std::fs::canonicalize(path).ok().or_else(|| {
+        let name = path.file_name()?;
+        let dir = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        Some(std::fs::canonicalize(dir).ok()?.join(name))
+    })
 }
