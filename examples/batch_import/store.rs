@@ -51,7 +51,12 @@
 //! to the resume file, to be imported again. A record id that is already in
 //! the database is not an error at all: the insert skips it (`ON CONFLICT DO
 //! NOTHING`), the rest of the batch commits, and that record alone is
-//! reported as a duplicate, like any rejected row.
+//! reported as a duplicate, like any rejected row. Two rows of one input
+//! with the same id go the same way: the copy whose transaction commits
+//! first is kept, which is not necessarily the one earlier in the file
+//! (an adverse event is written at once, ahead of the routine batches).
+//! A team that needs "first in the file wins" would reject repeated ids
+//! on the reading thread, before submitting.
 //!
 //! The price is a window of loss of one batch per worker: if the *process*
 //! dies (SIGKILL, a crash, a power cut) between a job's `Ok` and its
