@@ -29,7 +29,7 @@ const DEFAULT_CAPACITY: [usize; 3] = [256, 1024, 1024];
 /// | [`reserved_urgent_workers`](Self::reserved_urgent_workers) | 0 |
 /// | [`general_worker_nice`](Self::general_worker_nice) | 0 (OS priority unchanged) |
 /// | [`capacity`](Self::capacity) | `Urgent` 256, `Normal` 1024, `Bulk` 1024 |
-/// | [`low_water`](Self::low_water) | half of each lane's capacity |
+/// | [`low_water`](Self::low_water) | half of each lane's capacity, rounded down |
 /// | [`starvation_bound`](Self::starvation_bound) | 32 |
 /// | [`thread_name`](Self::thread_name) | `"triage-pool"` |
 /// | [`stack_size`](Self::stack_size) | the platform's default (more for job types over about 21 KiB, with 2 MiB as the platform's default) |
@@ -390,7 +390,8 @@ impl<J: Job> Builder<J> {
     /// workers hand the CPU back and forth through the scheduler once per
     /// job; waking it once the lane has drained to the low-water mark lets
     /// it refill many slots per wake-up, while the workers still have
-    /// `low_water` jobs queued. Defaults to half the lane's capacity; use
+    /// `low_water` jobs queued. Defaults to half the lane's capacity, rounded
+    /// down (0 for a lane of capacity 1); use
     /// `capacity - 1` to wake producers as soon as one slot frees (lowest
     /// producer latency, most wake-ups). Blocked producers are also woken
     /// whenever the workers run out of work, and by a stop.
@@ -928,19 +929,20 @@ fn check_capacity<J: Job>(lane: Priority, capacity: usize) -> Result<(), BuildEr
     if capacity == 0 {
         return Err(BuildError::new(BuildErrorKind::ZeroCapacity { lane }));
     }
-    let too_large = || {
-        BuildError::new(BuildErrorKind::CapacityTooLarge {
+    if capacity > Builder::<J>::MAX_CAPACITY {
+        return Err(BuildError::new(BuildErrorKind::CapacityTooLarge {
             lane,
             requested: capacity,
             max: Builder::<J>::MAX_CAPACITY,
-        })
-    };
-    if capacity > Builder::<J>::MAX_CAPACITY {
-        return Err(too_large());
+        }));
     }
     match lane_bytes::<J>(capacity) {
         Some(bytes) if can_allocate(bytes) => Ok(()),
-        _ => Err(too_large()),
+        _ => Err(BuildError::new(BuildErrorKind::CapacityUnallocatable {
+            lane,
+            requested: capacity,
+            bytes: capacity as u128 * size_of::<(usize, Envelope<J>)>() as u128,
+        })),
     }
 }
 

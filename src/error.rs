@@ -245,13 +245,19 @@ pub(crate) enum BuildErrorKind {
     },
     #[error("the {lane} lane needs a capacity of at least 1")]
     ZeroCapacity { lane: Priority },
-    #[error("the {lane} lane's capacity of {requested} slots cannot be allocated (at most {max} slots, and the slots must fit in memory)")]
+    #[error("the {lane} lane's capacity of {requested} slots is above the maximum of {max}")]
     CapacityTooLarge {
         lane: Priority,
         requested: usize,
         max: usize,
     },
-    #[error("the lanes' capacities (Urgent {}, Normal {}, Bulk {} slots) each fit in memory but not all three together", capacity[0], capacity[1], capacity[2])]
+    #[error("the {lane} lane's {requested} slots cannot be allocated: the allocator refused {bytes} bytes")]
+    CapacityUnallocatable {
+        lane: Priority,
+        requested: usize,
+        bytes: u128,
+    },
+    #[error("the lanes' capacities (urgent {}, normal {}, bulk {} slots) each fit in memory but not all three together", capacity[0], capacity[1], capacity[2])]
     LanesTooLarge { capacity: [usize; 3] },
     #[error("the {lane} lane's low-water mark {depth} must be below its capacity {capacity}")]
     LowWaterTooHigh {

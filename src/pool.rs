@@ -256,7 +256,9 @@ impl<J: Job> Submitter<J> {
     /// # Panics
     ///
     /// If `job.priority()` panics, on the calling thread: the job was not
-    /// accepted and is dropped while the panic unwinds.
+    /// accepted and is dropped while the panic unwinds; it counts in no
+    /// [`Stats`] counter (not even `refused`). The `*_to` variants never
+    /// call `priority()`.
     ///
     /// # Examples
     ///
@@ -274,7 +276,7 @@ impl<J: Job> Submitter<J> {
     }
 
     /// Like [`submit`](Self::submit), into `lane` whatever the job's own
-    /// priority says.
+    /// priority says ([`Job::priority`] is not called).
     ///
     /// # Errors
     ///
@@ -317,7 +319,9 @@ impl<J: Job> Submitter<J> {
     /// # Panics
     ///
     /// If `job.priority()` panics, on the calling thread: the job was not
-    /// accepted and is dropped while the panic unwinds.
+    /// accepted and is dropped while the panic unwinds; it counts in no
+    /// [`Stats`] counter (not even `refused`). The `*_to` variants never
+    /// call `priority()`.
     ///
     /// # Examples
     ///
@@ -353,7 +357,8 @@ impl<J: Job> Submitter<J> {
         self.try_submit_to(lane, job)
     }
 
-    /// Like [`try_submit`](Self::try_submit), into `lane`.
+    /// Like [`try_submit`](Self::try_submit), into `lane` ([`Job::priority`]
+    /// is not called).
     ///
     /// # Errors
     ///
@@ -407,7 +412,9 @@ impl<J: Job> Submitter<J> {
     /// # Panics
     ///
     /// If `job.priority()` panics, on the calling thread: the job was not
-    /// accepted and is dropped while the panic unwinds.
+    /// accepted and is dropped while the panic unwinds; it counts in no
+    /// [`Stats`] counter (not even `refused`). The `*_to` variants never
+    /// call `priority()`.
     ///
     /// # Examples
     ///
@@ -425,7 +432,8 @@ impl<J: Job> Submitter<J> {
         self.submit_timeout_to(lane, job, timeout)
     }
 
-    /// Like [`submit_timeout`](Self::submit_timeout), into `lane`.
+    /// Like [`submit_timeout`](Self::submit_timeout), into `lane`
+    /// ([`Job::priority`] is not called).
     ///
     /// # Errors
     ///
@@ -473,8 +481,11 @@ impl<J: Job> Submitter<J> {
     /// panicked, or handed back by a stop). Jobs submitted concurrently by
     /// other threads may extend the wait; it returns as soon as the pool is
     /// idle even if more jobs arrive right after. After a stop has finished,
-    /// returns at once. To wait with a bound (and report progress between
-    /// tries), use [`wait_idle_timeout`](Self::wait_idle_timeout).
+    /// returns at once. A pool dropped on one of its own worker threads
+    /// drains detached, with no stop to finish: a `Submitter` that outlives
+    /// it waits here until the drain has run the last queued job. To wait
+    /// with a bound (and report progress between tries), use
+    /// [`wait_idle_timeout`](Self::wait_idle_timeout).
     ///
     /// # Errors
     ///

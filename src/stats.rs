@@ -152,7 +152,8 @@ impl Stats {
         workers: usize = 2;
         /// Reserved urgent worker threads (they take only the `Urgent` lane).
         reserved_urgent_workers: usize = 1;
-        /// Worker threads running a job right now.
+        /// Worker threads running a job right now, including a job a
+        /// `stop_timeout` abandoned, until it ends.
         busy: usize = 0;
         /// Jobs accepted since the pool was built. A submit counts its job
         /// as accepted as soon as it passes the intake check, while it may
@@ -171,7 +172,9 @@ impl Stats {
         panicked: u64 = 0;
         /// Accepted jobs handed back unrun by a stop.
         unrun: u64 = 0;
-        /// Jobs still running at a `stop_timeout` deadline.
+        /// Jobs still running at a `stop_timeout` deadline. Their outcome
+        /// when they end later (success, failure, panic) is logged, not
+        /// counted: the ledger closed with them as abandoned.
         abandoned: u64 = 0;
         /// Submits that were refused (lane full, timeout, or stopped). A
         /// refused job was never accepted and is not part of the ledger.
