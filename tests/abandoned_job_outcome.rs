@@ -9,54 +9,14 @@
 mod common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Once};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
-use common::{guarded, quiet_panics_on, Arrivals, Latch};
+use common::{capture_warn_logs, guarded, warn_log_lines, Arrivals, Latch};
 use triage_pool::{Context, Job, Pool};
 
 const THREAD_NAME: &str = "late-outcome";
-
-/// Everything logged at `warn` or above in this test binary.
-static LOG: Mutex<Vec<u8>> = Mutex::new(Vec::new());
-
-struct Captured;
-
-impl std::io::Write for Captured {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        LOG.lock().expect("log buffer").extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// Installs the capturing subscriber (global: the events come from worker
-/// threads) once per binary, and keeps the worker panics of these tests
-/// out of the output.
-fn capture_logs() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(|| Captured)
-            .with_ansi(false)
-            .with_max_level(tracing::Level::WARN)
-            .finish();
-        tracing::subscriber::set_global_default(subscriber).expect("one subscriber per binary");
-    });
-    quiet_panics_on(THREAD_NAME);
-}
-
-fn log_lines_with(needle: &str) -> Vec<String> {
-    let log = String::from_utf8(LOG.lock().expect("log buffer").clone()).expect("utf-8 log");
-    log.lines()
-        .filter(|line| line.contains(needle))
-        .map(str::to_owned)
-        .collect()
-}
 
 /// A `Drop` that counts itself, then panics (unless already unwinding).
 struct LoudDrop(Arc<AtomicUsize>);
@@ -108,7 +68,7 @@ impl Job for Stuck {
 /// drops to run its stop hook, that each was dropped once, and that the
 /// ledger holds the job as abandoned only. Returns the error's drops.
 fn abandon_then(then: Then) -> usize {
-    capture_logs();
+    capture_warn_logs(THREAD_NAME);
     let (job_drops, error_drops) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let stopped = Arc::new(Mutex::new(Vec::new()));
     let on_stop = Arc::clone(&stopped);
@@ -164,7 +124,7 @@ fn abandon_then(then: Then) -> usize {
 fn an_abandoned_job_that_fails_late_is_logged_and_dropped_contained() {
     guarded(|| {
         assert_eq!(abandon_then(Then::Fail), 1, "the error is dropped once");
-        let lines = log_lines_with("abandoned job finished after its stop deadline");
+        let lines = warn_log_lines("abandoned job finished after its stop deadline");
         assert!(
             lines
                 .iter()
@@ -178,7 +138,7 @@ fn an_abandoned_job_that_fails_late_is_logged_and_dropped_contained() {
 fn an_abandoned_job_that_panics_late_is_logged_and_dropped_contained() {
     guarded(|| {
         assert_eq!(abandon_then(Then::Panic), 0, "no error to drop");
-        let lines = log_lines_with("abandoned job panicked after its stop deadline");
+        let lines = warn_log_lines("abandoned job panicked after its stop deadline");
         assert!(
             lines
                 .iter()

@@ -489,3 +489,50 @@ impl tracing::Subscriber for PanickingSubscriber {
     fn enter(&self, _: &tracing::span::Id) {}
     fn exit(&self, _: &tracing::span::Id) {}
 }
+
+/// Everything logged at `warn` or above in this test binary once
+/// [`capture_warn_logs`] has run.
+static WARN_LOG: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+
+/// The writer of [`capture_warn_logs`]' subscriber.
+struct WarnLog;
+
+impl std::io::Write for WarnLog {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        WARN_LOG
+            .lock()
+            .expect("log buffer")
+            .extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Installs, once per test binary, a global `tracing` subscriber that keeps
+/// every event at `warn` or above for [`warn_log_lines`] (global because
+/// the events come from worker threads), and keeps the panics of threads
+/// named `thread_prefix`... out of the output.
+pub fn capture_warn_logs(thread_prefix: &'static str) {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(|| WarnLog)
+            .with_ansi(false)
+            .with_max_level(tracing::Level::WARN)
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).expect("one subscriber per binary");
+    });
+    quiet_panics_on(thread_prefix);
+}
+
+/// The lines captured by [`capture_warn_logs`] that contain `needle`.
+pub fn warn_log_lines(needle: &str) -> Vec<String> {
+    let log = String::from_utf8(WARN_LOG.lock().expect("log buffer").clone()).expect("utf-8 log");
+    log.lines()
+        .filter(|line| line.contains(needle))
+        .map(str::to_owned)
+        .collect()
+}
