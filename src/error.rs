@@ -114,9 +114,10 @@ macro_rules! refusal {
 /// ```
 #[derive(PartialEq, Eq, Clone, Copy)]
 pub enum TrySubmitError<J> {
-    /// The job's lane is at capacity.
+    /// The job's lane is at capacity. Displays as "the lane is full".
     Full(J),
-    /// The pool is stopping or stopped and takes no more work.
+    /// The pool is stopping or stopped and takes no more work. Displays as
+    /// "the pool is stopped".
     Stopped(J),
 }
 
@@ -154,11 +155,14 @@ refusal!(TrySubmitError, "try_submit(FnJob::new(|_| ()))" {
 pub enum SubmitError<J> {
     /// The pool is stopping or stopped and takes no more work, or it began
     /// to stop while the caller was waiting for room in a full lane.
+    /// Displays as "the pool is stopped".
     Stopped(J),
     /// The lane is full and the caller is one of this pool's own worker
     /// threads. Blocking there could wait forever (every worker waiting for
     /// room that only a worker can make), so a job submitting to its own
     /// pool is refused instead of blocked. Never returned to other threads.
+    /// Displays as "the lane is full and the caller is one of the pool's
+    /// own workers".
     Full(J),
 }
 
@@ -199,8 +203,10 @@ pub enum SubmitTimeoutError<J> {
     /// The lane was still full at the deadline (or, for a zero timeout, at
     /// once; so too on the pool's own worker thread with a timeout too large
     /// for the clock, see [`Submitter::submit_timeout`](crate::Submitter::submit_timeout)).
+    /// Displays as "the lane was still full at the deadline".
     Timeout(J),
-    /// The pool is stopping or stopped and takes no more work.
+    /// The pool is stopping or stopped and takes no more work. Displays as
+    /// "the pool is stopped".
     Stopped(J),
 }
 
@@ -215,6 +221,12 @@ refusal!(SubmitTimeoutError, "submit_timeout(FnJob::new(|_| ()), std::time::Dura
 /// fails to spawn is reported with the operating system's [`io::Error`] as
 /// [`source`](Error::source); the workers already started are stopped and
 /// joined before `build` returns, so no thread is left behind.
+///
+/// Its `Display` is one lower-case sentence for a log line, naming the
+/// setting and the values given (the lane, the capacity, the worker
+/// counts, the thread name); the cases are not a public enum, so match
+/// on [`is_invalid_config`](Self::is_invalid_config) and
+/// [`is_spawn_failure`](Self::is_spawn_failure), not on the text.
 ///
 /// # Examples
 ///
