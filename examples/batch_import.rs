@@ -228,7 +228,18 @@ fn run(args: Args, bar: &ProgressBar) -> Result<ExitCode, Box<dyn Error>> {
     config.batch_rows = args.batch_rows;
     config.max_records = args.max_records;
 
-    let summary = import::run(&config, &stop, &Progress { bar: bar.clone() })?;
+    let summary = match import::run(&config, &stop, &Progress { bar: bar.clone() }) {
+        Ok(summary) => summary,
+        Err(error) => {
+            if temporary {
+                // Ours: removed if the import was refused before it wrote
+                // anything there (`remove_dir` leaves a directory that is
+                // not empty, such as one holding the generated input).
+                let _ = std::fs::remove_dir(&out_dir);
+            }
+            return Err(error.into());
+        }
+    };
     if let Err(error) = write_summary(&mut io::stdout().lock(), &config, &out_dir, &summary) {
         // Standard output is closed (a pipe's reader exited, a terminal
         // hung up): the files are written, and the exit status says the rest.
