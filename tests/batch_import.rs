@@ -473,6 +473,24 @@ fn impossible_calendar_dates_are_rejected_and_real_ones_accepted() {
 }
 
 #[test]
+fn a_number_too_large_for_its_column_says_so() {
+    let headers = csv::ByteRecord::from(import::record::COLUMNS.to_vec());
+    let with_age = |age: &str| {
+        let mut fields = VALID_VISIT;
+        fields[5] = age; // age
+        let record = csv::ByteRecord::from(fields.to_vec());
+        import::record::Visit::from_record(&headers, &record)
+    };
+    let error = with_age("99999999999").expect_err("an age of 10^11 years");
+    assert_eq!(error.to_string(), r#"age: "99999999999" is far too large"#);
+    // Not a number at all, and a number in the type but out of range.
+    let error = with_age("4o").expect_err("a letter o");
+    assert_eq!(error.to_string(), r#"age: "4o" is not a number"#);
+    let error = with_age("400").expect_err("400 years");
+    assert!(error.to_string().contains("is outside"), "{error}");
+}
+
+#[test]
 fn a_stop_midway_leaves_every_row_in_exactly_one_place_and_resuming_finishes() {
     common::guarded(|| {
         let Fixture {

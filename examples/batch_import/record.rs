@@ -9,6 +9,7 @@
 //! file.
 
 use std::fmt;
+use std::num::IntErrorKind;
 
 use serde::Deserialize;
 
@@ -130,6 +131,14 @@ pub(crate) enum Invalid {
         /// The cell as written.
         value: String,
     },
+    /// A whole number too large for its column's type (a typo such as
+    /// `99999999999` years), before any range check could look at it.
+    TooLarge {
+        /// The column.
+        column: String,
+        /// The cell as written.
+        value: String,
+    },
     /// A number outside its plausible range (a typo such as `1200` mmHg).
     OutOfRange {
         /// The column.
@@ -174,6 +183,9 @@ impl fmt::Display for Invalid {
             Invalid::Missing { column } => write!(f, "{column}: missing"),
             Invalid::NotANumber { column, value } => {
                 write!(f, "{column}: {value:?} is not a number")
+            }
+            Invalid::TooLarge { column, value } => {
+                write!(f, "{column}: {value:?} is far too large")
             }
             Invalid::OutOfRange {
                 column,
@@ -360,13 +372,29 @@ fn deserialize_error(
         || "?".to_owned(),
         |name| String::from_utf8_lossy(name).into_owned(),
     );
+    let value = || {
+        index
+            .and_then(|i| record.get(i))
+            .map(|cell| String::from_utf8_lossy(cell).into_owned())
+            .unwrap_or_default()
+    };
     match error.kind() {
+        csv::DeserializeErrorKind::ParseInt(parse)
+            if matches!(
+                parse.kind(),
+                IntErrorKind::PosOverflow | IntErrorKind::NegOverflow
+            ) =>
+        {
+            Invalid::TooLarge {
+                column,
+                value: value(),
+            }
+        }
         csv::DeserializeErrorKind::ParseInt(_) | csv::DeserializeErrorKind::ParseFloat(_) => {
-            let value = index
-                .and_then(|i| record.get(i))
-                .map(|cell| String::from_utf8_lossy(cell).into_owned())
-                .unwrap_or_default();
-            Invalid::NotANumber { column, value }
+            Invalid::NotANumber {
+                column,
+                value: value(),
+            }
         }
         kind => Invalid::Unreadable {
             column,
