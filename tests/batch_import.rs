@@ -425,13 +425,7 @@ fn every_valid_row_is_imported_once_and_every_bad_row_rejected_with_its_reason()
 
 #[test]
 fn impossible_calendar_dates_are_rejected_and_real_ones_accepted() {
-    let headers = csv::ByteRecord::from(import::record::COLUMNS.to_vec());
-    let visit_on = |date: &str| {
-        let mut fields = VALID_VISIT;
-        fields[4] = date; // visit_date
-        let record = csv::ByteRecord::from(fields.to_vec());
-        import::record::Visit::from_record(&headers, &record)
-    };
+    let visit_on = |date: &str| validate_with("visit_date", date);
     for date in [
         "2024-02-29", // leap year
         "2000-02-29", // divisible by 400: leap
@@ -474,13 +468,7 @@ fn impossible_calendar_dates_are_rejected_and_real_ones_accepted() {
 
 #[test]
 fn a_number_too_large_for_its_column_says_so() {
-    let headers = csv::ByteRecord::from(import::record::COLUMNS.to_vec());
-    let with_age = |age: &str| {
-        let mut fields = VALID_VISIT;
-        fields[5] = age; // age
-        let record = csv::ByteRecord::from(fields.to_vec());
-        import::record::Visit::from_record(&headers, &record)
-    };
+    let with_age = |age: &str| validate_with("age", age);
     let error = with_age("99999999999").expect_err("an age of 10^11 years");
     assert_eq!(error.to_string(), r#"age: "99999999999" is far too large"#);
     // Not a number at all, and a number in the type but out of range.
@@ -1002,6 +990,21 @@ const VALID_VISIT: [&str; 14] = [
     "",
     "",
 ];
+
+/// Validates [`VALID_VISIT`] with `column` set to `value`.
+fn validate_with(
+    column: &str,
+    value: &str,
+) -> Result<import::record::Visit, import::record::Invalid> {
+    let index = import::record::COLUMNS
+        .iter()
+        .position(|name| *name == column)
+        .expect("a known column");
+    let mut fields = VALID_VISIT;
+    fields[index] = value;
+    let headers = csv::ByteRecord::from(import::record::COLUMNS.to_vec());
+    import::record::Visit::from_record(&headers, &csv::ByteRecord::from(fields.to_vec()))
+}
 
 /// An import configuration for a file of `contents` in `dir`.
 fn config_for(dir: &Path, contents: &str) -> ImportConfig {
