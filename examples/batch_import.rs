@@ -181,6 +181,15 @@ fn run(args: Args, bar: &ProgressBar) -> Result<ExitCode, Box<dyn Error>> {
             (dir, true)
         }
     };
+    // On an error, a temporary output directory of ours goes too if
+    // nothing was written there (`remove_dir` leaves a directory that is
+    // not empty, such as one holding the generated input).
+    let give_up = |error: Box<dyn Error>| {
+        if temporary {
+            let _ = std::fs::remove_dir(&out_dir);
+        }
+        error
+    };
     let input = match args.input {
         Some(input) => input,
         None => {
@@ -191,17 +200,9 @@ fn run(args: Args, bar: &ProgressBar) -> Result<ExitCode, Box<dyn Error>> {
                 seed = args.seed,
                 "generating input"
             );
-            let manifest = match generate::generate(&path, args.generate, args.seed, &stop) {
-                Ok(manifest) => manifest,
-                Err(error) => {
-                    if temporary {
-                        // Ours, and empty now that the partial file is
-                        // gone (`remove_dir` leaves a directory that is not).
-                        let _ = std::fs::remove_dir(&out_dir);
-                    }
-                    return Err(error.into());
-                }
-            };
+            // The generator removes its partial file on failure.
+            let manifest = generate::generate(&path, args.generate, args.seed, &stop)
+                .map_err(|error| give_up(error.into()))?;
             // The import will see `adverse_events` of them, reject
             // `adverse_events_defective` as malformed and alert on the
             // rest; those `cut_off` with a truncated row read as routine.
@@ -228,18 +229,8 @@ fn run(args: Args, bar: &ProgressBar) -> Result<ExitCode, Box<dyn Error>> {
     config.batch_rows = args.batch_rows;
     config.max_records = args.max_records;
 
-    let summary = match import::run(&config, &stop, &Progress { bar: bar.clone() }) {
-        Ok(summary) => summary,
-        Err(error) => {
-            if temporary {
-                // Ours: removed if the import was refused before it wrote
-                // anything there (`remove_dir` leaves a directory that is
-                // not empty, such as one holding the generated input).
-                let _ = std::fs::remove_dir(&out_dir);
-            }
-            return Err(error.into());
-        }
-    };
+    let summary = import::run(&config, &stop, &Progress { bar: bar.clone() })
+        .map_err(|error| give_up(error.into()))?;
     if let Err(error) = write_summary(&mut io::stdout().lock(), &config, &out_dir, &summary) {
         // Standard output is closed (a pipe's reader exited, a terminal
         // hung up): the files are written, and the exit status says the rest.
