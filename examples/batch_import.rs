@@ -368,8 +368,7 @@ fn write_summary(
         s.pool.reserved_urgent_workers()
     );
     writeln!(out)?;
-    // A stop that came once every record was done left nothing behind.
-    if s.stopped_early && s.unrun + s.not_submitted > 0 {
+    if s.stopped_early {
         writeln!(
             out,
             "batch_import: stopped early; {} of {} records processed in {:.2} s ({} records/s, {threads})",

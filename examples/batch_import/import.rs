@@ -301,7 +301,9 @@ pub(crate) struct Summary {
     /// The writer's ledger: records staged, committed, refused as
     /// duplicates or failed, and the transactions that wrote them.
     pub(crate) rows: Rows,
-    /// A stop was requested before the input was done.
+    /// A stop left records behind: handed back unrun, refused at submit,
+    /// or not read yet (all in the resume file). A stop requested once
+    /// every record was done does not count.
     pub(crate) stopped_early: bool,
     /// The input could not be read to the end (the records before the error
     /// are accounted for as usual; those after it are in no file).
@@ -618,6 +620,7 @@ pub(crate) fn run(
     failed?;
     summary.read += copied.records;
     summary.not_submitted += copied.records;
+    summary.stopped_early &= summary.unrun + summary.not_submitted > 0;
     if copied.error.is_some() {
         summary.input_error = copied.error;
     }
