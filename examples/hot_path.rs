@@ -9,7 +9,7 @@
 //!
 //! ```sh
 //! cargo build --release --example hot_path
-//! for mode in floor timed untimed fnjob; do
+//! for mode in floor timed untimed fnjob fnjob-steady; do
 //!     valgrind --tool=callgrind --callgrind-out-file=cg.$mode \
 //!         target/release/examples/hot_path $mode 100000
 //! done
@@ -17,7 +17,10 @@
 //! ```
 //!
 //! Modes: `timed` (the default `Builder`), `untimed` (`timing(false)`),
-//! `fnjob` (`Pool<FnJob>`: the same closure as the floor's, boxed),
+//! `fnjob` (`Pool<FnJob>`: the same closure as the floor's, boxed, every
+//! box from `malloc` since the lane holds more jobs than the recycling bin
+//! keeps), `fnjob-steady` (the same in rounds of 1,000 jobs, so from the
+//! second round on every box is a recycled one),
 //! `floor` (a std thread draining boxed closures from one bounded crossbeam
 //! channel, the reference the benches compare against).
 
@@ -59,6 +62,26 @@ impl Job for Empty {
     }
 }
 
+/// Jobs per round in `fnjob-steady`: fewer than the recycling bin keeps.
+const ROUND: usize = 1000;
+
+/// A closure job that holds its worker until `gate` opens, then counts.
+fn gated_fnjob(gate: &Gate, count: &Arc<AtomicUsize>) -> FnJob {
+    let (gate, count) = (Arc::clone(gate), Arc::clone(count));
+    FnJob::new(move |_: &Context| {
+        wait(&gate);
+        count.fetch_add(1, Ordering::Relaxed);
+    })
+}
+
+/// An empty closure job that counts itself (one closure type for all).
+fn counting_fnjob(count: &Arc<AtomicUsize>) -> FnJob {
+    let count = Arc::clone(count);
+    FnJob::new(move |_: &Context| {
+        count.fetch_add(1, Ordering::Relaxed);
+    })
+}
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let mode = args.next().unwrap_or_else(|| "timed".to_owned());
@@ -67,6 +90,8 @@ fn main() {
         .map_or(100_000, |s| s.parse().expect("job count"));
     let count = Arc::new(AtomicUsize::new(0));
     let gate: Gate = Arc::new((Mutex::new(false), Condvar::new()));
+    // Jobs that held their worker behind a gate (they count themselves too).
+    let mut gate_jobs = 1;
     match mode.as_str() {
         "timed" | "untimed" => {
             let pool: Pool<Empty> = Pool::builder()
@@ -96,21 +121,38 @@ fn main() {
                 .capacity(Priority::Normal, n + 1)
                 .build()
                 .expect("pool");
-            let holder = Arc::clone(&gate);
-            let counter = Arc::clone(&count);
-            let first = FnJob::new(move |_: &Context| {
-                wait(&holder);
-                counter.fetch_add(1, Ordering::Relaxed);
-            });
-            assert!(pool.submit(first).is_ok());
+            assert!(pool.submit(gated_fnjob(&gate, &count)).is_ok());
             for _ in 0..n {
-                let counter = Arc::clone(&count);
-                let job = FnJob::new(move |_: &Context| {
-                    counter.fetch_add(1, Ordering::Relaxed);
-                });
-                assert!(pool.submit(job).is_ok());
+                assert!(pool.submit(counting_fnjob(&count)).is_ok());
             }
             open(&gate);
+            assert!(pool.stop().expect("stop").is_clean());
+        }
+        "fnjob-steady" => {
+            // Rounds of ROUND jobs, each started behind a gate job like the
+            // other modes: from the second round on, every closure box comes
+            // from the recycling bin instead of `malloc`.
+            let pool: Pool<FnJob> = Pool::builder()
+                .workers(1)
+                .capacity(Priority::Normal, ROUND + 1)
+                .build()
+                .expect("pool");
+            let mut left = n;
+            let mut gate = gate;
+            // Each round's gate job counts too.
+            gate_jobs = 0;
+            while left > 0 {
+                let size = left.min(ROUND);
+                assert!(pool.submit(gated_fnjob(&gate, &count)).is_ok());
+                for _ in 0..size {
+                    assert!(pool.submit(counting_fnjob(&count)).is_ok());
+                }
+                open(&gate);
+                pool.wait_idle().expect("wait_idle");
+                left -= size;
+                gate_jobs += 1;
+                gate = Arc::new((Mutex::new(false), Condvar::new()));
+            }
             assert!(pool.stop().expect("stop").is_clean());
         }
         "floor" => {
@@ -134,8 +176,8 @@ fn main() {
             drop(tx);
             worker.join().expect("worker");
         }
-        other => panic!("unknown mode {other:?}: timed, untimed, fnjob or floor"),
+        other => panic!("unknown mode {other:?}: timed, untimed, fnjob, fnjob-steady or floor"),
     }
-    assert_eq!(count.load(Ordering::Relaxed), n + 1);
+    assert_eq!(count.load(Ordering::Relaxed), n + gate_jobs);
     println!("{mode}: {n} jobs");
 }

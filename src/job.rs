@@ -531,14 +531,131 @@ impl<J: Job + ?Sized> Job for Box<J> {
 /// ```
 pub type BoxError = Box<dyn Error + Send + Sync + 'static>;
 
-/// The closure inside an [`FnJob`].
-type BoxedFn = Box<dyn FnOnce(&Context) -> Result<(), BoxError> + Send + 'static>;
+/// The closure inside an [`FnJob`], in a box that outlives it.
+type BoxedFn = Box<dyn Call>;
+
+/// A closure in a box that can be reused once it ran: the box holds an
+/// `Option` of the closure, running takes the closure out, and the empty
+/// box goes back to the recycling bin, from which `FnJob::fallible` takes
+/// a box of the same type instead of allocating.
+///
+/// Why: the producer thread allocates every box and the workers free them,
+/// so the producer's `malloc` never finds a block in its own thread cache;
+/// that allocation was the largest single cost of `Pool<FnJob>` (measured
+/// in docs/hot-path.md, "Recycled closure boxes"). Reuse needs no `unsafe`:
+/// the bin holds `Box<dyn Any>`, and `downcast` checks the type.
+trait Call: Send {
+    /// Runs the closure, leaving the box empty.
+    fn call(&mut self, ctx: &Context) -> Result<(), BoxError>;
+    /// Puts the emptied box in the bin, or frees it.
+    fn recycle(self: Box<Self>);
+}
+
+impl<G> Call for Option<G>
+where
+    G: FnOnce(&Context) -> Result<(), BoxError> + Send + 'static,
+{
+    fn call(&mut self, ctx: &Context) -> Result<(), BoxError> {
+        match self.take() {
+            Some(g) => g(ctx),
+            None => Err(SPENT.into()),
+        }
+    }
+
+    fn recycle(self: Box<Self>) {
+        if recyclable::<Self>() {
+            bin::keep(self);
+        }
+    }
+}
+
+/// The error of a spent `FnJob` run again.
+const SPENT: &str = "this FnJob already ran; its closure is spent";
+
+/// The recycling bin of emptied closure boxes.
+mod bin {
+    use std::any::Any;
+    use std::sync::OnceLock;
+
+    use crossbeam_queue::ArrayQueue;
+
+    /// Boxes kept at most (process-wide).
+    const BOXES: usize = 4096;
+
+    /// Only boxes up to this size are kept: at most `BOXES * MAX_BYTES`
+    /// bytes (256 KiB, as `FnJob`'s docs say) stay allocated after every
+    /// pool is gone.
+    pub(super) const MAX_BYTES: usize = 64;
+
+    type Empty = Box<dyn Any + Send>;
+
+    fn bin() -> &'static ArrayQueue<Empty> {
+        static BIN: OnceLock<ArrayQueue<Empty>> = OnceLock::new();
+        BIN.get_or_init(|| ArrayQueue::new(BOXES))
+    }
+
+    /// The oldest box in the bin, if any.
+    pub(super) fn take() -> Option<Empty> {
+        bin().pop()
+    }
+
+    /// Keeps an emptied box for reuse; a full bin frees it instead.
+    pub(super) fn keep(empty: Empty) {
+        drop(bin().push(empty));
+    }
+}
+
+/// Whether boxes of `T` are small enough to keep in the bin.
+const fn recyclable<T>() -> bool {
+    std::mem::size_of::<T>() <= bin::MAX_BYTES
+}
+
+/// Boxes `g`, reusing an emptied box of the same type when the bin has one.
+fn boxed<G>(g: G) -> BoxedFn
+where
+    G: FnOnce(&Context) -> Result<(), BoxError> + Send + 'static,
+{
+    if recyclable::<Option<G>>() {
+        if let Some(empty) = bin::take() {
+            if let Ok(mut reused) = empty.downcast::<Option<G>>() {
+                *reused = Some(g);
+                return reused;
+            }
+        }
+    }
+    Box::new(Some(g))
+}
 
 /// A job made from a closure, for scripts and tests that do not want to
 /// define a job type: `Pool<FnJob>` runs boxed closures.
 ///
-/// Each `FnJob` costs one heap allocation (the box); a pool of your own
-/// [`Job`] type allocates nothing per job.
+/// # Allocation
+///
+/// The closure lives in a box. When it has run (returning `Ok` or `Err`),
+/// its emptied box goes to a recycling bin shared by the whole process, and
+/// the next `FnJob` made from a closure *of the same type* takes its box
+/// from there instead of allocating. So a loop submitting the same closure
+/// allocates a box only when the bin has none to give: once the bin holds
+/// as many boxes as the loop ever has `FnJob`s alive at once (queued,
+/// running, or in your hands: about the lane's capacity plus the workers,
+/// when the lane fills), it allocates nothing per job. Otherwise an
+/// `FnJob` costs one heap allocation:
+///
+/// - a closure that takes more than 64 bytes together with the box's
+///   empty marker is never recycled (a closure whose
+///   [`size_of_val`](std::mem::size_of_val) is at most 48 bytes always
+///   fits, unless it captures a value aligned to more than 16 bytes);
+/// - the bin hands out its oldest box first; one made for another closure
+///   type is freed rather than reused, so mixing many closure types lowers
+///   the share of reused boxes;
+/// - a closure that panicked, and an `FnJob` dropped unrun, free their box.
+///
+/// The bin keeps at most 4,096 boxes, and never more than the most
+/// recyclable `FnJob`s that were alive at once, so at most 256 KiB of boxes
+/// stays allocated once every pool is gone. A box in the bin holds no closure: captured
+/// values are dropped when the closure runs, as they would be without the
+/// bin. A pool of your own [`Job`] type allocates nothing per job,
+/// whatever its size.
 ///
 /// The closure must be `Send`, not `Sync`, yet `FnJob` is both, so the
 /// submit errors that hand an `FnJob` back
@@ -611,7 +728,9 @@ impl FnJob {
         E: Into<BoxError>,
     {
         FnJob {
-            f: parking_lot::Mutex::new(Some(Box::new(move |ctx| f(ctx).map_err(Into::into)))),
+            f: parking_lot::Mutex::new(Some(boxed(move |ctx: &Context| {
+                f(ctx).map_err(Into::into)
+            }))),
             priority: Priority::Normal,
         }
     }
@@ -651,8 +770,12 @@ impl Job for FnJob {
 
     fn run(&mut self, ctx: &Context) -> Result<(), BoxError> {
         match self.f.get_mut().take() {
-            Some(f) => f(ctx),
-            None => Err("this FnJob already ran; its closure is spent".into()),
+            Some(mut f) => {
+                let outcome = f.call(ctx);
+                f.recycle();
+                outcome
+            }
+            None => Err(SPENT.into()),
         }
     }
 
