@@ -181,3 +181,78 @@ fn every_job_runs_its_own_closure_whatever_box_it_got() {
         assert_eq!(report.unrun.len(), 0);
     });
 }
+
+/// Sequential jobs per closure size in the size test.
+const SEQUENTIAL: usize = 1_000;
+
+/// Allocations made by `SEQUENTIAL` jobs run one at a time (each submitted
+/// once the one before has run, so one box is ever needed), after one
+/// job that puts a box of this closure type in the bin.
+fn allocations_one_at_a_time<F>(pool: &Pool<FnJob>, make: impl Fn() -> F) -> usize
+where
+    F: FnOnce(&triage_pool::Context) + Send + 'static,
+{
+    let run_one = |f: F| {
+        assert!(pool.submit(FnJob::new(f)).is_ok());
+        pool.wait_idle().expect("wait_idle");
+    };
+    run_one(make());
+    let before = ALLOCATIONS.load(Ordering::SeqCst);
+    for _ in 0..SEQUENTIAL {
+        run_one(make());
+    }
+    ALLOCATIONS.load(Ordering::SeqCst) - before
+}
+
+#[test]
+fn closures_up_to_the_documented_size_are_recycled_and_larger_ones_are_not() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    common::guarded(|| {
+        let pool: Pool<FnJob> = Pool::builder().workers(1).build().expect("pool");
+        let count = Arc::new(AtomicUsize::new(0));
+
+        // 48 bytes, no spare bit pattern: the box's marker adds 8 bytes.
+        let small = || {
+            let words = [7_u64; 6];
+            move |_: &triage_pool::Context| {
+                std::hint::black_box(&words);
+            }
+        };
+        assert_eq!(std::mem::size_of_val(&small()), 48);
+        assert_eq!(allocations_one_at_a_time(&pool, small), 0, "48 bytes");
+
+        // 64 bytes including an `Arc`, whose never-null pointer holds the
+        // marker: exactly 64 with it, still recycled.
+        let full = || {
+            let count = Arc::clone(&count);
+            let bytes = [1_u8; 56];
+            move |_: &triage_pool::Context| {
+                std::hint::black_box(&bytes);
+                count.fetch_add(1, Ordering::Relaxed);
+            }
+        };
+        assert_eq!(std::mem::size_of_val(&full()), 64);
+        assert_eq!(
+            allocations_one_at_a_time(&pool, full),
+            0,
+            "64 bytes with a niche"
+        );
+
+        // 64 bytes with no spare bit pattern: 72 with the marker, never
+        // recycled, so each job allocates its box.
+        let large = || {
+            let words = [3_u64; 8];
+            move |_: &triage_pool::Context| {
+                std::hint::black_box(&words);
+            }
+        };
+        assert_eq!(std::mem::size_of_val(&large()), 64);
+        assert!(
+            allocations_one_at_a_time(&pool, large) >= SEQUENTIAL,
+            "72 bytes"
+        );
+
+        assert_eq!(count.load(Ordering::Relaxed), SEQUENTIAL + 1);
+        assert!(pool.stop().expect("stop").is_clean());
+    });
+}
