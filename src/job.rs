@@ -629,6 +629,17 @@ where
 /// A job made from a closure, for scripts and tests that do not want to
 /// define a job type: `Pool<FnJob>` runs boxed closures.
 ///
+/// The closure must be `Send`, not `Sync`, yet `FnJob` is both, so the
+/// submit errors that hand an `FnJob` back
+/// ([`SubmitError<FnJob>`](crate::SubmitError) and the others) convert with
+/// `?` into [`BoxError`] or any `Box<dyn Error + Send + Sync>` — from a
+/// closure submitting follow-up work, say.
+///
+/// The closure runs at most once. An `FnJob` handed back after it ran (in
+/// [`Failed`](crate::Failed) or [`Panicked`](crate::Panicked)) is spent:
+/// running it again returns an error. One handed back unrun
+/// ([`Unrun`](crate::Unrun)) still holds its closure and can be resubmitted.
+///
 /// # Allocation
 ///
 /// The closure lives in a box. When it has run (returning `Ok` or `Err`),
@@ -655,19 +666,8 @@ where
 /// stays allocated once every pool is gone, besides the bin's own array of
 /// 4,096 slots (96 KiB on 64-bit targets, allocated when first used). A
 /// box in the bin holds no closure: captured values are dropped when the
-/// closure runs, as they would be without the bin. A pool of your own [`Job`] type allocates nothing per job,
-/// whatever its size.
-///
-/// The closure must be `Send`, not `Sync`, yet `FnJob` is both, so the
-/// submit errors that hand an `FnJob` back
-/// ([`SubmitError<FnJob>`](crate::SubmitError) and the others) convert with
-/// `?` into [`BoxError`] or any `Box<dyn Error + Send + Sync>` — from a
-/// closure submitting follow-up work, say.
-///
-/// The closure runs at most once. An `FnJob` handed back after it ran (in
-/// [`Failed`](crate::Failed) or [`Panicked`](crate::Panicked)) is spent:
-/// running it again returns an error. One handed back unrun
-/// ([`Unrun`](crate::Unrun)) still holds its closure and can be resubmitted.
+/// closure runs, as they would be without the bin. A pool of your own
+/// [`Job`] type allocates nothing per job, whatever its size.
 ///
 /// # Examples
 ///
