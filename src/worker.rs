@@ -260,9 +260,50 @@ enum Finished<J: Job> {
     Panicked(J, String),
 }
 
+/// Job types above this size are sorted by an out-of-line `finish`.
+///
+/// Inlined into the worker loop, `finish` and its by-value moves of the job
+/// make LLVM's scalar replacement of aggregates (SROA) take time superlinear
+/// in the job's size when optimising: measured with rustc 1.95 in a release
+/// build of one test binary, a 64 KiB job type added 10 s, a 256 KiB one
+/// 4 minutes, and a 1 GiB one (in `tests/bad_input.rs`) never finished.
+/// Out of line, each of those builds in 3 s. Small jobs keep the inlined
+/// path: the call would cost them about 26 instructions a job (callgrind,
+/// `examples/hot_path.rs`).
+const OUTLINE_FINISH_ABOVE: usize = 1024;
+
 /// Sorts a job by its outcome, dropping it (panics contained and logged)
 /// if it succeeded.
+#[inline]
 fn finish<J: Job>(
+    pool: u64,
+    worker: usize,
+    lane: Priority,
+    job: J,
+    outcome: Result<Result<(), J::Error>, String>,
+) -> Finished<J> {
+    if std::mem::size_of::<J>() > OUTLINE_FINISH_ABOVE {
+        finish_out_of_line(pool, worker, lane, job, outcome)
+    } else {
+        sort_outcome(pool, worker, lane, job, outcome)
+    }
+}
+
+/// `finish` for large job types (see `OUTLINE_FINISH_ABOVE`).
+#[inline(never)]
+fn finish_out_of_line<J: Job>(
+    pool: u64,
+    worker: usize,
+    lane: Priority,
+    job: J,
+    outcome: Result<Result<(), J::Error>, String>,
+) -> Finished<J> {
+    sort_outcome(pool, worker, lane, job, outcome)
+}
+
+/// The body of `finish`.
+#[inline(always)]
+fn sort_outcome<J: Job>(
     pool: u64,
     worker: usize,
     lane: Priority,
@@ -316,6 +357,9 @@ fn record<J: Job>(
 
 /// Logs the outcome of a job a `stop_timeout` deadline gave up on; the stop
 /// already reported it as abandoned, so nobody is left to hand it to.
+/// Rare, and out of line for the reason `OUTLINE_FINISH_ABOVE` gives.
+#[cold]
+#[inline(never)]
 fn late_outcome<J: Job>(pool: u64, worker: usize, lane: Priority, finished: Finished<J>) {
     let outcome = match finished {
         Finished::Succeeded => "succeeded",

@@ -2,7 +2,9 @@
 //! frames, so a job of a few hundred KiB used to overflow the default 2 MiB
 //! worker stack and abort the process as soon as the pool was built. The
 //! default stack now grows with the job type; a boxed job is a job too.
-//! (This file is its own test binary: an overflow aborts the process.)
+//! (This file is its own test binary: an overflow aborts the process.) An
+//! optimised build of this file used to take hours, LLVM optimising the
+//! worker loop's moves of a megabyte job; `.ci/run` builds it optimised.
 
 mod common;
 
