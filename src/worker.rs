@@ -236,7 +236,11 @@ fn work<J: Job>(shared: &Shared<J>, index: usize, picker: &mut Picker, role: Rol
         // Still marked running: a succeeded job's `Drop` runs here, so a
         // `stop_timeout` deadline that passes during a slow `Drop` abandons
         // the job like a slow `run` instead of waiting for it.
-        let finished = finish(shared.id, index, lane, job, outcome);
+        let finished = if std::mem::size_of::<J>() > OUTLINE_FINISH_ABOVE {
+            finish_out_of_line(shared.id, index, lane, job, outcome)
+        } else {
+            finish(shared.id, index, lane, job, outcome)
+        };
         let abandoned = slot
             .state
             .compare_exchange(running, IDLE, Ordering::AcqRel, Ordering::Acquire)
@@ -260,7 +264,7 @@ enum Finished<J: Job> {
     Panicked(J, String),
 }
 
-/// Job types above this size are sorted by an out-of-line `finish`.
+/// Job types above this size are sorted by `finish_out_of_line`.
 ///
 /// Inlined into the worker loop, `finish` and its by-value moves of the job
 /// make LLVM's scalar replacement of aggregates (SROA) take time superlinear
@@ -272,24 +276,8 @@ enum Finished<J: Job> {
 /// `examples/hot_path.rs`).
 const OUTLINE_FINISH_ABOVE: usize = 1024;
 
-/// Sorts a job by its outcome, dropping it (panics contained and logged)
-/// if it succeeded.
-#[inline]
-fn finish<J: Job>(
-    pool: u64,
-    worker: usize,
-    lane: Priority,
-    job: J,
-    outcome: Result<Result<(), J::Error>, String>,
-) -> Finished<J> {
-    if std::mem::size_of::<J>() > OUTLINE_FINISH_ABOVE {
-        finish_out_of_line(pool, worker, lane, job, outcome)
-    } else {
-        sort_outcome(pool, worker, lane, job, outcome)
-    }
-}
-
-/// `finish` for large job types (see `OUTLINE_FINISH_ABOVE`).
+/// `finish` kept out of the worker loop, for large job types (see
+/// `OUTLINE_FINISH_ABOVE`).
 #[inline(never)]
 fn finish_out_of_line<J: Job>(
     pool: u64,
@@ -298,12 +286,12 @@ fn finish_out_of_line<J: Job>(
     job: J,
     outcome: Result<Result<(), J::Error>, String>,
 ) -> Finished<J> {
-    sort_outcome(pool, worker, lane, job, outcome)
+    finish(pool, worker, lane, job, outcome)
 }
 
-/// The body of `finish`.
-#[inline(always)]
-fn sort_outcome<J: Job>(
+/// Sorts a job by its outcome, dropping it (panics contained and logged)
+/// if it succeeded.
+fn finish<J: Job>(
     pool: u64,
     worker: usize,
     lane: Priority,
