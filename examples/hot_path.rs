@@ -90,9 +90,9 @@ fn main() {
         .map_or(100_000, |s| s.parse().expect("job count"));
     let count = Arc::new(AtomicUsize::new(0));
     let gate: Gate = Arc::new((Mutex::new(false), Condvar::new()));
-    // Jobs that held their worker behind a gate (they count themselves too).
-    let mut gate_jobs = 1;
-    match mode.as_str() {
+    // Each arm returns how many jobs held the worker behind a gate (they
+    // count themselves too).
+    let gate_jobs = match mode.as_str() {
         "timed" | "untimed" => {
             let pool: Pool<Empty> = Pool::builder()
                 .workers(1)
@@ -114,6 +114,7 @@ fn main() {
             }
             open(&gate);
             assert!(pool.stop().expect("stop").is_clean());
+            1
         }
         "fnjob" => {
             let pool: Pool<FnJob> = Pool::builder()
@@ -127,6 +128,7 @@ fn main() {
             }
             open(&gate);
             assert!(pool.stop().expect("stop").is_clean());
+            1
         }
         "fnjob-steady" => {
             // Rounds of ROUND jobs, each started behind a gate job like the
@@ -139,8 +141,7 @@ fn main() {
                 .expect("pool");
             let mut left = n;
             let mut gate = gate;
-            // Each round's gate job counts too.
-            gate_jobs = 0;
+            let mut rounds = 0;
             while left > 0 {
                 let size = left.min(ROUND);
                 assert!(pool.submit(gated_fnjob(&gate, &count)).is_ok());
@@ -150,10 +151,11 @@ fn main() {
                 open(&gate);
                 pool.wait_idle().expect("wait_idle");
                 left -= size;
-                gate_jobs += 1;
+                rounds += 1;
                 gate = Arc::new((Mutex::new(false), Condvar::new()));
             }
             assert!(pool.stop().expect("stop").is_clean());
+            rounds
         }
         "floor" => {
             let (tx, rx) = crossbeam_channel::bounded::<Box<dyn FnOnce() + Send>>(n + 1);
@@ -175,9 +177,10 @@ fn main() {
             open(&gate);
             drop(tx);
             worker.join().expect("worker");
+            1
         }
         other => panic!("unknown mode {other:?}: timed, untimed, fnjob, fnjob-steady or floor"),
-    }
+    };
     assert_eq!(count.load(Ordering::Relaxed), n + gate_jobs);
     println!("{mode}: {n} jobs");
 }
