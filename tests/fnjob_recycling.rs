@@ -13,12 +13,12 @@ mod common;
 #[path = "common/counting_alloc.rs"]
 mod counting_alloc;
 
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use common::{Arrivals, Latch};
+use common::{Arrivals, Latch, Ledger};
 use counting_alloc::ALLOCATIONS;
-use triage_pool::{FnJob, Pool, Priority};
+use triage_pool::{Context, FnJob, Pool, Priority};
 
 /// One test at a time in this binary: the allocation count is global.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -115,12 +115,8 @@ fn every_job_runs_its_own_closure_whatever_box_it_got() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     common::guarded(|| {
         const PER_KIND: usize = 10_000;
-        // runs[kind][i]: how many times job i of that kind ran.
-        let runs: Arc<Vec<Vec<AtomicU8>>> = Arc::new(
-            (0..4)
-                .map(|_| (0..PER_KIND).map(|_| AtomicU8::new(0)).collect())
-                .collect(),
-        );
+        // Job i of kind k has id k * PER_KIND + i.
+        let runs = Ledger::new(4 * PER_KIND);
         let pool: Pool<FnJob> = Pool::builder().workers(2).build().expect("pool");
         for i in 0..PER_KIND {
             // Kind 0: a small closure; kind 1: another small closure type,
@@ -129,7 +125,7 @@ fn every_job_runs_its_own_closure_whatever_box_it_got() {
             let ledger = Arc::clone(&runs);
             assert!(pool
                 .submit(FnJob::new(move |_| {
-                    ledger[0][i].fetch_add(1, Ordering::SeqCst);
+                    ledger.record_run(i);
                 }))
                 .is_ok());
             let ledger = Arc::clone(&runs);
@@ -138,7 +134,7 @@ fn every_job_runs_its_own_closure_whatever_box_it_got() {
                 .submit(FnJob::new(move |_| {
                     let (a, b) = tag;
                     assert_eq!(a, u64::from(b));
-                    ledger[1][a as usize].fetch_add(1, Ordering::SeqCst);
+                    ledger.record_run(PER_KIND + a as usize);
                 }))
                 .is_ok());
             let ledger = Arc::clone(&runs);
@@ -146,13 +142,13 @@ fn every_job_runs_its_own_closure_whatever_box_it_got() {
             assert!(pool
                 .submit(FnJob::new(move |_| {
                     assert!(payload.iter().all(|&b| b == i as u8));
-                    ledger[2][i].fetch_add(1, Ordering::SeqCst);
+                    ledger.record_run(2 * PER_KIND + i);
                 }))
                 .is_ok());
             let ledger = Arc::clone(&runs);
             assert!(pool
                 .submit(FnJob::fallible(move |_| {
-                    ledger[3][i].fetch_add(1, Ordering::SeqCst);
+                    ledger.record_run(3 * PER_KIND + i);
                     match i % 10 {
                         3 => Err(format!("job {i} failed")),
                         7 => panic!("job {i} panicked"),
@@ -162,10 +158,9 @@ fn every_job_runs_its_own_closure_whatever_box_it_got() {
                 .is_ok());
         }
         let report = pool.stop().expect("stop");
-        for (kind, kind_runs) in runs.iter().enumerate() {
-            for (i, n) in kind_runs.iter().enumerate() {
-                assert_eq!(n.load(Ordering::SeqCst), 1, "job {i} of kind {kind}");
-            }
+        for id in 0..4 * PER_KIND {
+            let (kind, i) = (id / PER_KIND, id % PER_KIND);
+            assert_eq!(runs.runs(id), 1, "job {i} of kind {kind}");
         }
         let failing = PER_KIND / 10;
         assert_eq!(report.succeeded as usize, 4 * PER_KIND - 2 * failing);
@@ -190,7 +185,7 @@ const SEQUENTIAL: usize = 1_000;
 /// job that puts a box of this closure type in the bin.
 fn allocations_one_at_a_time<F>(pool: &Pool<FnJob>, make: impl Fn() -> F) -> usize
 where
-    F: FnOnce(&triage_pool::Context) + Send + 'static,
+    F: FnOnce(&Context) + Send + 'static,
 {
     let run_one = |f: F| {
         assert!(pool.submit(FnJob::new(f)).is_ok());
@@ -214,7 +209,7 @@ fn closures_up_to_the_documented_size_are_recycled_and_larger_ones_are_not() {
         // 48 bytes, no spare bit pattern: the box's marker adds 8 bytes.
         let small = || {
             let words = [7_u64; 6];
-            move |_: &triage_pool::Context| {
+            move |_: &Context| {
                 std::hint::black_box(&words);
             }
         };
@@ -226,7 +221,7 @@ fn closures_up_to_the_documented_size_are_recycled_and_larger_ones_are_not() {
         let full = || {
             let count = Arc::clone(&count);
             let bytes = [1_u8; 56];
-            move |_: &triage_pool::Context| {
+            move |_: &Context| {
                 std::hint::black_box(&bytes);
                 count.fetch_add(1, Ordering::Relaxed);
             }
@@ -242,7 +237,7 @@ fn closures_up_to_the_documented_size_are_recycled_and_larger_ones_are_not() {
         // recycled, so each job allocates its box.
         let large = || {
             let words = [3_u64; 8];
-            move |_: &triage_pool::Context| {
+            move |_: &Context| {
                 std::hint::black_box(&words);
             }
         };

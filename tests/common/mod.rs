@@ -143,6 +143,12 @@ impl Ledger {
         })
     }
 
+    /// Records that job `id` started running.
+    pub fn record_run(&self, id: usize) {
+        self.runs[id].fetch_add(1, Ordering::SeqCst);
+        self.starts.lock().unwrap().push(id);
+    }
+
     pub fn runs(&self, id: usize) -> usize {
         self.runs[id].load(Ordering::SeqCst)
     }
@@ -234,8 +240,7 @@ impl Job for Probe {
     type Error = usize;
 
     fn run(&mut self, ctx: &Context) -> Result<(), usize> {
-        self.ledger.runs[self.id].fetch_add(1, Ordering::SeqCst);
-        self.ledger.starts.lock().unwrap().push(self.id);
+        self.ledger.record_run(self.id);
         if let Some(started) = &self.started {
             started.arrive();
         }
