@@ -50,7 +50,7 @@ const DEFAULT_CAPACITY: [usize; 3] = [256, 1024, 1024];
 ///     .build()?;
 /// assert_eq!(pool.stats().workers(), 4);
 /// assert_eq!(pool.stats().reserved_urgent_workers(), 1);
-/// pool.stop()?;
+/// assert!(pool.stop()?.is_clean());
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct Builder<J> {
@@ -207,7 +207,7 @@ impl<J: Job> Builder<J> {
     /// use triage_pool::{Builder, FnJob, Pool};
     ///
     /// let pool: Pool<FnJob> = Builder::new().workers(1).build()?;
-    /// pool.stop()?;
+    /// assert!(pool.stop()?.is_clean());
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn new() -> Builder<J> {
@@ -313,13 +313,19 @@ impl<J: Job> Builder<J> {
     /// start latency p99 2.4–3.3 ms at 0; at 19, 25–76 µs in most runs
     /// (1.5–2 ms in runs started while the host was busy with other
     /// load); at 5, 34–47 µs in three runs of seven and 2.5–3.1 ms in the
-    /// others, and 10 or 15 were as erratic. For the best urgent latency use 19
-    /// (the most the kernel allows); no nice value helps against load
-    /// from outside the machine (other virtual machines on the host). When nothing else wants the CPU the general workers
-    /// run as fast as at 0: a nice value only matters between threads
-    /// competing for a core. When something else does (another process at
-    /// the default priority), the general workers get the smaller share —
-    /// at 19 about 1.5% of a contested core — so the import yields to it.
+    /// others, and 10 or 15 were as erratic. For the best urgent latency
+    /// use 19 (the most the kernel allows); no nice value helps against
+    /// load from outside the machine (other virtual machines on the host).
+    /// The `SCHED_IDLE` policy, which Linux preempts for any ordinary
+    /// thread, was measured too (27 November, same workload, 300 trials a
+    /// run, alternated with 19): p99 30–56 µs on a quiet host against
+    /// 22–38 µs at 19, and with two busy-looping processes beside the pool
+    /// 19 µs–1.7 ms against 11 µs–2.4 ms — no better, so the pool does not
+    /// offer it. When nothing else wants the CPU the general workers run as
+    /// fast as at 0: a nice value only matters between threads competing
+    /// for a core. When something else does (another process at the
+    /// default priority), the general workers get the smaller share — at
+    /// 19 about 1.5% of a contested core — so the import yields to it.
     ///
     /// Raising a nice value needs no privileges; lowering it again does, so
     /// the change lasts for the thread's life (the pool's threads are its
@@ -338,7 +344,7 @@ impl<J: Job> Builder<J> {
     ///     .reserved_urgent_workers(1)
     ///     .general_worker_nice(19)
     ///     .build()?;
-    /// pool.stop()?;
+    /// assert!(pool.stop()?.is_clean());
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     #[must_use]
@@ -408,7 +414,7 @@ impl<J: Job> Builder<J> {
     ///     .capacity(Priority::Normal, 64)
     ///     .low_water(Priority::Normal, 63) // wake on every freed slot
     ///     .build()?;
-    /// pool.stop()?;
+    /// assert!(pool.stop()?.is_clean());
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     #[must_use]
@@ -472,7 +478,7 @@ impl<J: Job> Builder<J> {
     ///     pool.submit_to(lane, FnJob::new(move |ctx| lane_tx.send(ctx.lane()).unwrap()))?;
     /// }
     /// release_tx.send(())?;
-    /// pool.stop()?;
+    /// assert!(pool.stop()?.is_clean());
     /// let order: Vec<Priority> = lanes.try_iter().collect();
     /// // The normal job waited through `bound` = 2 urgent dequeues, then
     /// // went ahead of the 4 urgent jobs still queued.
@@ -513,7 +519,7 @@ impl<J: Job> Builder<J> {
     ///     pool.submit_to(lane, FnJob::new(move |ctx| lane_tx.send(ctx.lane()).unwrap()))?;
     /// }
     /// release_tx.send(())?;
-    /// pool.stop()?;
+    /// assert!(pool.stop()?.is_clean());
     /// let order: Vec<Priority> = lanes.try_iter().collect();
     /// // No starvation bound: the normal job waits for every urgent one.
     /// assert_eq!(order.last(), Some(&Priority::Normal), "{order:?}");
@@ -552,7 +558,7 @@ impl<J: Job> Builder<J> {
     ///     tx.send(std::thread::current().name().map(str::to_owned)).unwrap();
     /// }))?;
     /// assert_eq!(rx.recv()?.as_deref(), Some("epro-0"));
-    /// pool.stop()?;
+    /// assert!(pool.stop()?.is_clean());
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     #[must_use]
@@ -587,7 +593,7 @@ impl<J: Job> Builder<J> {
     /// use triage_pool::{FnJob, Pool};
     ///
     /// let pool: Pool<FnJob> = Pool::builder().stack_size(4 << 20).build()?;
-    /// pool.stop()?;
+    /// assert!(pool.stop()?.is_clean());
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     #[must_use]
@@ -678,7 +684,7 @@ impl<J: Job> Builder<J> {
     ///         log.lock().unwrap().push((worker, reserved));
     ///     })
     ///     .build()?;
-    /// pool.stop()?; // joins the workers, so every hook has run
+    /// assert!(pool.stop()?.is_clean()); // joins the workers, so every hook has run
     /// let mut started = started.lock().unwrap().clone();
     /// started.sort();
     /// assert_eq!(started, [(0, false), (1, false), (2, true)]);
@@ -715,7 +721,7 @@ impl<J: Job> Builder<J> {
     ///     .workers(3)
     ///     .on_worker_stop(move |_worker| { count.fetch_add(1, Ordering::SeqCst); })
     ///     .build()?;
-    /// pool.stop()?;
+    /// assert!(pool.stop()?.is_clean());
     /// assert_eq!(stopped.load(Ordering::SeqCst), 3);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
@@ -778,7 +784,7 @@ impl<J: Job> Builder<J> {
     /// for row in 0..100 {
     ///     pool.submit(FnJob::new(move |_| BATCH.with(|batch| batch.borrow_mut().push(row))))?;
     /// }
-    /// pool.stop()?; // every worker went idle before it exited
+    /// assert!(pool.stop()?.is_clean()); // every worker went idle before it exited
     /// let mut written = written.lock().unwrap().clone();
     /// written.sort();
     /// assert_eq!(written, (0..100).collect::<Vec<_>>());
@@ -824,7 +830,7 @@ impl<J: Job> Builder<J> {
     /// use triage_pool::{FnJob, Pool};
     ///
     /// let pool = Pool::<FnJob>::builder().workers(2).build()?;
-    /// pool.stop()?;
+    /// assert!(pool.stop()?.is_clean());
     /// assert!(Pool::<FnJob>::builder().workers(0).build().is_err());
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```

@@ -31,7 +31,7 @@ macro_rules! refusal {
             /// use triage_pool::{FnJob, Pool};
             ///
             /// let pool: Pool<FnJob> = Pool::builder().workers(1).build()?;
-            /// pool.stop()?;
+            /// assert!(pool.stop()?.is_clean());
             #[doc = concat!("let job = pool.", $call, ".unwrap_err().into_inner();")]
             /// assert!(!job.is_spent()); // never run: yours to retry or record
             /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -51,7 +51,7 @@ macro_rules! refusal {
                 /// use triage_pool::{FnJob, Pool};
                 ///
                 /// let pool: Pool<FnJob> = Pool::builder().workers(1).build()?;
-                /// pool.stop()?;
+                /// assert!(pool.stop()?.is_clean());
                 #[doc = concat!("let err = pool.", $call, ".unwrap_err(); // refused: stopped")]
                 #[doc = concat!("assert_eq!(err.", stringify!($is), "(), ", stringify!($on_stopped), ");")]
                 /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -105,7 +105,7 @@ macro_rules! refusal {
 ///     other => panic!("unexpected {other:?}"),
 /// }
 /// release.send(())?;
-/// pool.stop()?;
+/// assert!(pool.stop()?.is_clean());
 /// match pool.try_submit(FnJob::new(|_| ())) {
 ///     Err(TrySubmitError::Stopped(job)) => drop(job),
 ///     other => panic!("unexpected {other:?}"),
@@ -145,7 +145,7 @@ refusal!(TrySubmitError, "try_submit(FnJob::new(|_| ()))" {
 ///     refused_tx.send(err.is_full()).unwrap();
 /// }))?;
 /// assert!(refused.recv()?);
-/// pool.stop()?;
+/// assert!(pool.stop()?.is_clean());
 /// let err: SubmitError<FnJob> = pool.submit(FnJob::new(|_| ())).unwrap_err();
 /// assert!(err.is_stopped());
 /// assert_eq!(err.to_string(), "the pool is stopped");
@@ -193,7 +193,7 @@ refusal!(SubmitError, "submit(FnJob::new(|_| ()))" {
 /// let err = pool.submit_timeout(FnJob::new(|_| ()), Duration::from_millis(10)).unwrap_err();
 /// assert!(err.is_timeout()); // the job is inside: err.into_inner()
 /// release.send(())?;
-/// pool.stop()?;
+/// assert!(pool.stop()?.is_clean());
 /// let err = pool.submit_timeout(FnJob::new(|_| ()), Duration::from_millis(1)).unwrap_err();
 /// assert!(err.is_stopped());
 /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -347,7 +347,7 @@ impl BuildError {
 ///     tx.send(inner.stop().unwrap_err()).unwrap();
 /// }))?;
 /// assert_eq!(rx.recv()?, StopError::OnWorkerThread);
-/// pool.stop()?;
+/// assert!(pool.stop()?.is_clean());
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

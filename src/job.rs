@@ -257,7 +257,7 @@ impl Cancel {
 ///     tx.send((ctx.worker_index(), ctx.lane())).unwrap();
 /// }))?;
 /// assert_eq!(rx.recv()?, (0, Priority::Normal));
-/// pool.stop()?;
+/// assert!(pool.stop()?.is_clean());
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug)]
@@ -402,7 +402,8 @@ impl Context {
     ///         // ... one step of work ...
     ///     }
     /// }))?;
-    /// pool.stop_now()?;
+    /// let report = pool.stop_now()?; // the job ran (and returned early), or never started
+    /// assert_eq!(report.succeeded + report.unrun.len() as u64, 1);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn is_cancelled(&self) -> bool {

@@ -135,6 +135,8 @@ pub(crate) struct WaitRecorder {
     lanes: [LaneWaits; 3],
 }
 
+// Under loom the struct is empty, and clippy would have it derived.
+#[cfg_attr(loom, allow(clippy::derivable_impls))]
 impl Default for WaitRecorder {
     fn default() -> WaitRecorder {
         WaitRecorder {
@@ -235,7 +237,7 @@ impl WaitRecorder {
 /// assert!(p50 <= p99 && p99 <= max);
 /// println!("urgent queue wait: {waits}");
 /// assert!(pool.queue_wait_histogram(Priority::Bulk).is_empty());
-/// pool.stop()?;
+/// assert!(pool.stop()?.is_clean());
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone, PartialEq, Eq)]
@@ -273,7 +275,7 @@ impl LatencyHistogram {
     /// let pool: Pool<FnJob> = Pool::builder().workers(1).build()?;
     /// pool.submit_to(Priority::Urgent, FnJob::new(|_| ()))?;
     /// pool.submit_to(Priority::Bulk, FnJob::new(|_| ()))?;
-    /// pool.stop()?;
+    /// assert!(pool.stop()?.is_clean());
     /// let mut all = pool.queue_wait_histogram(Priority::Urgent);
     /// let (urgent_max, bulk) = (all.max(), pool.queue_wait_histogram(Priority::Bulk));
     /// all.merge(&bulk);

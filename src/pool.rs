@@ -267,7 +267,7 @@ impl<J: Job> Submitter<J> {
     ///
     /// let pool: Pool<FnJob> = Pool::builder().workers(1).build()?;
     /// pool.submit(FnJob::new(|_| println!("ran")))?;
-    /// pool.stop()?;
+    /// assert!(pool.stop()?.is_clean());
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn submit(&self, job: J) -> Result<(), SubmitError<J>> {
@@ -293,7 +293,7 @@ impl<J: Job> Submitter<J> {
     /// let job = FnJob::new(move |ctx| tx.send(ctx.lane()).unwrap()).with_priority(Priority::Bulk);
     /// pool.submit_to(Priority::Urgent, job)?;
     /// assert_eq!(rx.recv()?, Priority::Urgent);
-    /// pool.stop()?;
+    /// assert!(pool.stop()?.is_clean());
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn submit_to(&self, lane: Priority, job: J) -> Result<(), SubmitError<J>> {
@@ -371,7 +371,7 @@ impl<J: Job> Submitter<J> {
     ///
     /// let pool: Pool<FnJob> = Pool::builder().workers(1).build()?;
     /// pool.try_submit_to(Priority::Bulk, FnJob::new(|_| ()))?;
-    /// pool.stop()?;
+    /// assert!(pool.stop()?.is_clean());
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn try_submit_to(&self, lane: Priority, job: J) -> Result<(), TrySubmitError<J>> {
@@ -424,7 +424,7 @@ impl<J: Job> Submitter<J> {
     ///
     /// let pool: Pool<FnJob> = Pool::builder().workers(1).build()?;
     /// pool.submit_timeout(FnJob::new(|_| ()), Duration::from_millis(100))?;
-    /// pool.stop()?;
+    /// assert!(pool.stop()?.is_clean());
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn submit_timeout(&self, job: J, timeout: Duration) -> Result<(), SubmitTimeoutError<J>> {
@@ -447,7 +447,7 @@ impl<J: Job> Submitter<J> {
     ///
     /// let pool: Pool<FnJob> = Pool::builder().workers(1).build()?;
     /// pool.submit_timeout_to(Priority::Urgent, FnJob::new(|_| ()), Duration::ZERO)?;
-    /// pool.stop()?;
+    /// assert!(pool.stop()?.is_clean());
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn submit_timeout_to(
@@ -509,7 +509,7 @@ impl<J: Job> Submitter<J> {
     /// pool.wait_idle()?;
     /// assert_eq!(done.load(Ordering::SeqCst), 100);
     /// pool.submit(FnJob::new(|_| ()))?; // still running
-    /// pool.stop()?;
+    /// assert!(pool.stop()?.is_clean());
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn wait_idle(&self) -> Result<(), StopError> {
@@ -555,7 +555,7 @@ impl<J: Job> Submitter<J> {
     ///     eprintln!("{} of {} done", stats.finished(), stats.accepted());
     /// }
     /// assert_eq!(pool.stats().pending(), 0);
-    /// pool.stop()?;
+    /// assert!(pool.stop()?.is_clean());
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn wait_idle_timeout(&self, timeout: Duration) -> Result<bool, StopError> {
@@ -594,6 +594,7 @@ impl<J: Job> Submitter<J> {
     /// assert!(pool.stop()?.failed.is_empty()); // already taken
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
+    #[must_use = "the taken jobs are dropped unless you keep them"]
     pub fn take_failed(&self) -> Vec<Failed<J>> {
         std::mem::take(&mut *self.shared.failed.lock())
     }
@@ -617,6 +618,7 @@ impl<J: Job> Submitter<J> {
     /// assert!(pool.stop()?.panicked.is_empty()); // already taken
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
+    #[must_use = "the taken jobs are dropped unless you keep them"]
     pub fn take_panicked(&self) -> Vec<Panicked<J>> {
         std::mem::take(&mut *self.shared.panicked.lock())
     }
@@ -637,7 +639,7 @@ impl<J: Job> Submitter<J> {
     /// let pool: Pool<FnJob> = Pool::builder().workers(1).build()?;
     /// let tx = pool.submitter();
     /// assert!(!tx.is_stopped());
-    /// pool.stop()?;
+    /// assert!(pool.stop()?.is_clean());
     /// assert!(tx.is_stopped());
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
@@ -656,7 +658,7 @@ impl<J: Job> Submitter<J> {
     /// let pool: Pool<FnJob> = Pool::builder().workers(1).build()?;
     /// let stats = pool.stats();
     /// println!("{}/{} urgent slots used", stats.queued(Priority::Urgent), stats.capacity(Priority::Urgent));
-    /// pool.stop()?;
+    /// assert!(pool.stop()?.is_clean());
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn stats(&self) -> Stats {
@@ -695,7 +697,7 @@ impl<J: Job> Submitter<J> {
     ///     pool.submit(FnJob::new(|_| ()))?;
     /// }
     /// pool.submit_to(Priority::Urgent, FnJob::new(|_| ()))?;
-    /// pool.stop()?;
+    /// assert!(pool.stop()?.is_clean());
     /// for lane in Priority::ALL {
     ///     println!("{lane}: {}", pool.queue_wait_histogram(lane));
     /// }
@@ -855,7 +857,7 @@ impl<J: Job> Pool<J> {
     ///     .capacity(Priority::Normal, 64)
     ///     .thread_name("importer")
     ///     .build()?;
-    /// pool.stop()?;
+    /// assert!(pool.stop()?.is_clean());
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn builder() -> Builder<J> {
@@ -1051,7 +1053,7 @@ impl<J: Job> Pool<J> {
     /// assert_eq!(report.abandoned.len(), 1); // still running at the deadline
     /// assert_eq!(report.unrun.len(), 1); // handed back, never run
     /// release_tx.send(())?; // the abandoned job ends on its own thread...
-    /// pool.stop()?; // ...which a later stop joins
+    /// assert!(pool.stop()?.is_clean()); // ...which a later stop joins
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn stop_timeout(&self, timeout: Duration) -> Result<StopReport<J>, StopError> {

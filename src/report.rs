@@ -117,7 +117,7 @@ pub struct Unrun<J> {
 /// assert_eq!(report.abandoned.len(), 1);
 /// assert_eq!(report.abandoned[0].worker, 0);
 /// release_tx.send(())?;
-/// pool.stop()?; // joins the straggler once it finishes
+/// assert!(pool.stop()?.is_clean()); // joins the straggler once it finishes
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug, Clone)]
@@ -159,6 +159,11 @@ pub struct Abandoned {
 /// Only the call that performs the stop receives the jobs; any other stop
 /// call (a second `stop`, a concurrent one, or `Drop`) gets an empty report.
 ///
+/// The type is `#[must_use]`: `pool.stop()?;` on its own draws a compiler
+/// warning, because dropping the report drops the jobs it hands back (and
+/// nothing logs them, unlike the report of a pool's `Drop`). Write
+/// `let _report = pool.stop()?;` where that is what you mean.
+///
 /// # Examples
 ///
 /// ```
@@ -176,6 +181,7 @@ pub struct Abandoned {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[non_exhaustive]
+#[must_use = "the report hands back the jobs that failed, panicked or never ran; dropping it drops them"]
 pub struct StopReport<J: Job> {
     /// How many jobs succeeded over the pool's life (they were dropped after
     /// running).

@@ -95,7 +95,7 @@ pub(crate) struct Counters {
 /// assert_eq!(stats.workers(), 2);
 /// assert_eq!(stats.accepted(), 1);
 /// println!("{} queued, {} busy", stats.queued_total(), stats.busy());
-/// pool.stop()?;
+/// assert!(pool.stop()?.is_clean());
 /// assert_eq!(pool.stats().succeeded(), 1);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
@@ -133,7 +133,8 @@ macro_rules! getters {
             /// for row in 0..4 {
             ///     pool.submit(FnJob::fallible(move |_| if row == 3 { Err("bad row") } else { Ok(()) }))?;
             /// }
-            /// pool.stop()?; // 3 succeeded, 1 failed
+            /// let report = pool.stop()?;
+            /// assert_eq!((report.succeeded, report.failed.len()), (3, 1));
             /// assert!(pool.submit(FnJob::new(|_| ())).is_err()); // refused: stopped
             /// let stats = pool.stats();
             #[doc = concat!("assert_eq!(stats.", stringify!($name), "(), ", stringify!($expected), ");")]
@@ -206,7 +207,7 @@ impl Stats {
     /// assert_eq!(stats.queued_total(), 3);
     /// assert_eq!(stats.busy(), 1);
     /// release_tx.send(())?;
-    /// pool.stop()?;
+    /// assert!(pool.stop()?.is_clean());
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn queued(&self, lane: Priority) -> usize {
@@ -264,7 +265,7 @@ impl Stats {
     /// assert!(wait + slack >= Duration::from_millis(20), "{wait:?}");
     /// assert!(wait <= seen_empty.elapsed() + slack, "{wait:?}");
     /// release_tx.send(())?;
-    /// pool.stop()?;
+    /// assert!(pool.stop()?.is_clean());
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn oldest_wait(&self, lane: Priority) -> Option<Duration> {
@@ -315,7 +316,7 @@ impl Stats {
     /// use triage_pool::{FnJob, Pool};
     ///
     /// let pool: Pool<FnJob> = Pool::builder().workers(1).build()?;
-    /// pool.stop()?;
+    /// assert!(pool.stop()?.is_clean());
     /// assert_eq!(pool.stats().pending(), 0);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
@@ -333,7 +334,7 @@ impl Stats {
     ///
     /// let pool: Pool<FnJob> = Pool::builder().workers(1).build()?;
     /// pool.submit(FnJob::new(|_| ()))?;
-    /// pool.stop()?;
+    /// assert!(pool.stop()?.is_clean());
     /// assert_eq!(pool.stats().finished(), 1);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
@@ -358,7 +359,7 @@ impl Stats {
 /// let pool: Pool<FnJob> = Pool::builder().workers(2).reserved_urgent_workers(1).build()?;
 /// pool.submit(FnJob::fallible(|_| Err("bad row")))?;
 /// pool.submit(FnJob::new(|_| ()))?;
-/// pool.stop()?;
+/// assert_eq!(pool.stop()?.failed.len(), 1);
 /// assert_eq!(
 ///     pool.stats().to_string(),
 ///     "workers: 2 general + 1 urgent, 0 busy; \

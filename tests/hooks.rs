@@ -100,7 +100,7 @@ fn hooks_run_once_per_worker_on_its_thread_around_its_jobs() {
             rx.iter().all(|opened| opened),
             "a job ran before its worker's start hook"
         );
-        pool.stop().expect("stop");
+        assert!(pool.stop().expect("stop").is_clean());
         // stop() joined the workers: every stop hook has run.
         check_log(&log);
     });
@@ -126,7 +126,7 @@ fn default_thread_names_stay_distinct_in_the_os() {
             })
             .build()
             .expect("pool");
-        pool.stop().expect("stop");
+        assert!(pool.stop().expect("stop").is_clean());
         let mut names = names.lock().expect("names").clone();
         names.sort();
         assert_eq!(names.len(), 102);
@@ -425,8 +425,8 @@ fn a_cloned_builder_keeps_its_hooks_and_settings() {
             assert_eq!(pool.stats().workers(), 2);
             assert_eq!(pool.stats().capacity(Priority::Bulk), 3);
         }
-        first.stop().expect("stop first");
-        second.stop().expect("stop second");
+        assert!(first.stop().expect("stop first").is_clean());
+        assert!(second.stop().expect("stop second").is_clean());
         assert_eq!(starts.load(Ordering::SeqCst), 4);
         assert_eq!(stops.load(Ordering::SeqCst), 4);
         let names = names.lock().expect("names");

@@ -182,8 +182,8 @@ fn pool_and_submitter_debug_name_the_pool() {
             format!("{:?}", pool.submitter()),
             format!("Submitter {{ pool: {id}, .. }}")
         );
-        pool.stop().expect("stop");
-        other.stop().expect("stop");
+        assert!(pool.stop().expect("stop").is_clean());
+        assert!(other.stop().expect("stop").is_clean());
     });
 }
 

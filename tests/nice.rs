@@ -38,7 +38,7 @@ fn worker_nice_values(increment: u8) -> Vec<i32> {
         .on_worker_start(move |worker| log.lock().expect("log")[worker] = Some(own_nice()))
         .build()
         .expect("build");
-    pool.stop().expect("stop"); // joins the workers: every start hook ran
+    assert!(pool.stop().expect("stop").is_clean()); // joins the workers: every start hook ran
     let seen = seen.lock().expect("log").clone();
     seen.into_iter()
         .map(|nice| nice.expect("start hook ran"))

@@ -102,7 +102,7 @@ fn a_closure_job_can_forward_a_refusal_with_the_question_mark() {
         // Where the job sends its follow-up work: already stopped, so the
         // follow-up is refused and `?` fails the job with the refusal.
         let next: Pool<FnJob> = Pool::builder().workers(1).build().expect("next");
-        next.stop().expect("stop next");
+        assert!(next.stop().expect("stop next").is_clean());
         let next = next.submitter();
         // A closure that is `Send` but not `Sync` (it owns a `Cell`).
         let cell = Cell::new(1);
@@ -137,10 +137,10 @@ fn errors_box_into_a_send_sync_error() {
     // every error a pool returns, with a `Sync` job.
     fn run() -> Result<(), Box<dyn Error + Send + Sync>> {
         let pool: Pool<FnJob> = Pool::builder().workers(1).build()?;
-        pool.stop()?;
+        assert!(pool.stop()?.is_clean());
         let ledger = common::Ledger::new(1);
         let probes: Pool<Probe> = Pool::builder().workers(1).build()?;
-        probes.stop()?;
+        assert!(probes.stop()?.is_clean());
         probes.submit(Probe::new(0, &ledger))?;
         Ok(())
     }

@@ -51,7 +51,7 @@ fn a_fresh_pool_reports_its_shape_and_zero_counters() {
         assert_eq!(Priority::ALL.map(|lane| stats.capacity(lane)), CAPACITY);
         assert_eq!(counters(&stats), (0, 0, 0, 0, 0, 0, 0));
         assert_eq!((stats.pending(), stats.finished()), (0, 0));
-        pool.stop().expect("stop");
+        assert!(pool.stop().expect("stop").is_clean());
 
         let reserved: Pool<Probe> = Pool::builder()
             .workers(2)

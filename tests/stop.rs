@@ -753,7 +753,7 @@ fn submits_after_stop_are_refused_with_the_job_back() {
         let ledger = Ledger::new(64);
         let pool = pool(1, 8);
         let before = pool.submitter();
-        pool.stop().expect("stop");
+        assert!(pool.stop().expect("stop").is_clean());
         let after = pool.submitter();
         let moved = before.clone();
 

@@ -53,7 +53,7 @@ fn observe(timing: bool) -> (Duration, Option<Duration>, Instant, Instant) {
     let before_stop = Instant::now();
     let report = pool.stop_timeout(Duration::from_millis(10)).expect("stop");
     stuck.open();
-    pool.stop().expect("join the straggler");
+    assert!(pool.stop().expect("join the straggler").is_clean());
     assert_eq!(report.abandoned.len(), 1);
     (
         queue_wait,

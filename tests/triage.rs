@@ -1053,7 +1053,7 @@ fn queue_wait_of_a_job_on_an_idle_pool_is_bounded_by_submit_to_start() {
                         + clock_slack(seen.started_at - before_submit)
             );
         }
-        pool.stop().expect("stop");
+        assert!(pool.stop().expect("stop").is_clean());
     });
 }
 

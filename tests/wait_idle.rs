@@ -143,7 +143,7 @@ fn refuses_on_its_own_worker_and_returns_at_once_after_stop() {
                 "wait_idle_timeout({timeout:?}) on its own worker"
             );
         }
-        pool.stop().expect("stop");
+        assert!(pool.stop().expect("stop").is_clean());
         pool.wait_idle().expect("after stop");
         for timeout in [Duration::ZERO, Duration::MAX] {
             assert_eq!(pool.wait_idle_timeout(timeout), Ok(true), "{timeout:?}");
