@@ -44,10 +44,10 @@
 //! run the peers in reverse order, so slow drifts in background load hit
 //! every peer alike. Criterion ids are `<workload>/<peer>/r<round>`.
 //!
-//! Workloads (`<kind>_p<producers>_w<workers>`): 1,000,000 empty jobs with
-//! 1 or 2 producers and 2 or 4 workers (all four combinations); 200,000 jobs of 1 µs of CPU work and
-//! 20,000 jobs of 50 µs, 1 producer and 2 workers. CPU work is a spin loop
-//! calibrated once at startup.
+//! Workloads (`<kind>_p<producers>_w<workers>`): 1,000,000 empty jobs with 1 or
+//! 2 producers and 2 or 4 workers (all four combinations); 200,000 jobs of 1 µs
+//! of CPU work and 20,000 jobs of 50 µs, 1 producer and 2 workers. CPU work is
+//! a spin loop calibrated once at startup.
 
 mod common;
 

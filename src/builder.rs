@@ -532,12 +532,12 @@ impl<J: Job> Builder<J> {
     }
 
     /// Sets the prefix of worker thread names: general workers are named
-    /// `{prefix}-{index}`, reserved urgent workers `{prefix}-u{index}`,
-    /// where `index` is the worker index of [`Context::worker_index`](crate::Context::worker_index)
-    /// (general workers first: with `workers(2)` the first reserved worker
-    /// is `{prefix}-u2`).
-    /// Defaults to `"triage-pool"`. A prefix containing a NUL byte (which no
-    /// OS thread name can hold) makes [`build`](Self::build) fail with an
+    /// `{prefix}-{index}`, reserved urgent workers `{prefix}-u{index}`, where
+    /// `index` is the worker index of
+    /// [`Context::worker_index`](crate::Context::worker_index) (general workers
+    /// first: with `workers(2)` the first reserved worker is `{prefix}-u2`).
+    /// Defaults to `"triage-pool"`. A prefix containing a NUL byte (which no OS
+    /// thread name can hold) makes [`build`](Self::build) fail with an
     /// invalid-config error.
     ///
     /// [`std::thread::current().name()`](std::thread::Thread::name) and
@@ -572,20 +572,19 @@ impl<J: Job> Builder<J> {
     /// a size below the platform's minimum is rounded up to it.
     ///
     /// Defaults to the platform's default for spawned threads (2 MiB, or
-    /// `RUST_MIN_STACK`), except for large job types: a worker moves its
-    /// job by value through a few stack frames (measured: about 9 times the
-    /// job's size in release builds, over 30 times in debug builds, needed
-    /// even before the first job arrives). Counting a job as `n` bytes
-    /// (`size_of::<J>()` plus the pool's 8-byte timestamp, rounded up to a
-    /// multiple of `J`'s alignment or 8, whichever is larger), when `48 × n` is more than half the platform default,
-    /// the default is the platform default plus `48 × n`: with 2 MiB, for
-    /// job types over about 21 KiB.
-    /// A size set here is used as is: leave the room your jobs' own code
-    /// needs plus at least `10 × n` in release builds and `48 × n` in
-    /// debug builds, or box the job — `Box<J>` is a [`Job`] too, and moves
-    /// as a pointer.
-    /// (Threads that submit jobs or stop the pool move jobs through their
-    /// own stacks in the same way, and need room for them too.)
+    /// `RUST_MIN_STACK`), except for large job types: a worker moves its job by
+    /// value through a few stack frames (measured: about 9 times the job's size
+    /// in release builds, over 30 times in debug builds, needed even before the
+    /// first job arrives). Counting a job as `n` bytes (`size_of::<J>()` plus
+    /// the pool's 8-byte timestamp, rounded up to a multiple of `J`'s alignment
+    /// or 8, whichever is larger), when `48 × n` is more than half the platform
+    /// default, the default is the platform default plus `48 × n`: with 2 MiB,
+    /// for job types over about 21 KiB. A size set here is used as is: leave
+    /// the room your jobs' own code needs plus at least `10 × n` in release
+    /// builds and `48 × n` in debug builds, or box the job — `Box<J>` is a
+    /// [`Job`] too, and moves as a pointer. (Threads that submit jobs or stop
+    /// the pool move jobs through their own stacks in the same way, and need
+    /// room for them too.)
     ///
     /// # Examples
     ///
@@ -815,11 +814,12 @@ impl<J: Job> Builder<J> {
     ///
     /// # Errors
     ///
-    /// A [`BuildError`] that [`is_invalid_config`](BuildError::is_invalid_config)
-    /// for 0 workers, more than [`MAX_WORKERS`](Self::MAX_WORKERS) threads,
-    /// a lane capacity of 0, above [`MAX_CAPACITY`](Self::MAX_CAPACITY) or
-    /// too large to allocate (alone or with the other lanes), a [`low_water`](Self::low_water) mark not
-    /// below its lane's capacity, or a NUL byte in the
+    /// A [`BuildError`] that
+    /// [`is_invalid_config`](BuildError::is_invalid_config) for 0 workers, more
+    /// than [`MAX_WORKERS`](Self::MAX_WORKERS) threads, a lane capacity of 0,
+    /// above [`MAX_CAPACITY`](Self::MAX_CAPACITY) or too large to allocate
+    /// (alone or with the other lanes), a [`low_water`](Self::low_water) mark
+    /// not below its lane's capacity, or a NUL byte in the
     /// [`thread_name`](Self::thread_name) prefix; nothing was started. One that
     /// [`is_spawn_failure`](BuildError::is_spawn_failure) if the OS refused a
     /// thread; the workers already started were stopped and joined.

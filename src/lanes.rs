@@ -100,10 +100,11 @@ const CARRY: u64 = 1 << 41;
 // `fetch_add(IN_FLIGHT + ACCEPTED)` on its stripe and looks at the CLOSED
 // bit in the value it replaced; a stop sets CLOSED with `fetch_or` on every
 // stripe, then waits for every stripe's in-flight count to reach zero. The
-// argument below holds stripe by stripe. (Counting the job as accepted on entry, and taking that
-// back if it is refused, costs no extra read-modify-write on the hot path
-// and keeps `accepted` ahead of any worker's count of the job.) All of these are
-// read-modify-writes of one atomic, so they are totally ordered:
+// argument below holds stripe by stripe. (Counting the job as accepted on
+// entry, and taking that back if it is refused, costs no extra
+// read-modify-write on the hot path and keeps `accepted` ahead of any
+// worker's count of the job.) All of these are read-modify-writes of one
+// atomic, so they are totally ordered:
 // - a submit that entered before CLOSED was set is counted in `state`, and
 //   the stop waits (`seal`) until it leaves. Whatever it does in
 //   between — enqueue, or give up and hand the job back — is finished before

@@ -223,8 +223,8 @@
 //! Three hooks run on each worker thread with its index: [`on_worker_start`]
 //! before its first job (open a database connection into a thread-local),
 //! [`on_worker_idle`] whenever it runs out of work after running jobs, and
-//! before it exits if it ran a job since (flush what its jobs buffered: a batch of rows
-//! written in one transaction instead of one per job), and
+//! before it exits if it ran a job since (flush what its jobs buffered: a batch
+//! of rows written in one transaction instead of one per job), and
 //! [`on_worker_stop`] as it exits (close the connection). Every stop returns
 //! only after the hooks of the workers it joined have run, so a stop — even
 //! `stop_now` — leaves no batch behind. A job that only buffers its work

@@ -537,14 +537,14 @@ fn pool_of<J: Job>(capacity: usize) -> Pool<J> {
         .expect("pool")
 }
 
-/// `stop_timeout` whose deadline has passed, racing the end of a running
-/// job and a worker about to take a queued one (the stop waits out a worker
-/// that holds a job it has not committed to): each job is exactly one of
-/// succeeded, abandoned (still running at the deadline) or unrun — never
-/// two, never none — the ledger balances, and once a second stop has
-/// joined the abandoned worker every abandoned job has run exactly once. The worker runs with the
-/// starvation bound (not strict priority, as the other models), so its
-/// aging path runs here too.
+/// `stop_timeout` whose deadline has passed, racing the end of a running job
+/// and a worker about to take a queued one (the stop waits out a worker that
+/// holds a job it has not committed to): each job is exactly one of succeeded,
+/// abandoned (still running at the deadline) or unrun — never two, never none —
+/// the ledger balances, and once a second stop has joined the abandoned worker
+/// every abandoned job has run exactly once. The worker runs with the
+/// starvation bound (not strict priority, as the other models), so its aging
+/// path runs here too.
 ///
 /// Injected bug: the worker's end-of-job compare-exchange replaced by a
 /// plain store of `IDLE` that never reports the job abandoned

@@ -900,12 +900,13 @@ impl<J: Job> Pool<J> {
     /// (highest lane first, within the starvation bound), joins the
     /// workers, and reports.
     ///
-    /// It first closes intake: every submit that starts after that is
-    /// refused with its job handed back, and submits blocked on a full lane
-    /// wake up and get theirs back. (A submit already past the intake check
-    /// when the stop began is accepted, and its job runs like any other.) Blocks until every queued job has run and every worker has
-    /// exited; a job that never returns makes it block forever (use
-    /// [`stop_timeout`](Self::stop_timeout) to bound the wait).
+    /// It first closes intake: every submit that starts after that is refused
+    /// with its job handed back, and submits blocked on a full lane wake up and
+    /// get theirs back. (A submit already past the intake check when the stop
+    /// began is accepted, and its job runs like any other.) Blocks until every
+    /// queued job has run and every worker has exited; a job that never returns
+    /// makes it block forever (use [`stop_timeout`](Self::stop_timeout) to
+    /// bound the wait).
     ///
     /// Idempotent: if the pool is already stopping, waits for that stop to
     /// finish; once stopped, joins any worker a `stop_timeout` abandoned
@@ -1002,22 +1003,20 @@ impl<J: Job> Pool<J> {
     /// it and log the outcome. A later [`stop`](Self::stop) joins
     /// such threads; dropping the pool does not wait for them.
     ///
-    /// Returns as soon as the drain finishes, and otherwise after the
-    /// deadline plus the time the workers not running a job take to exit.
-    /// Only jobs are abandoned, not the worker hooks, and an exiting worker
-    /// runs its hooks: one inside its
-    /// [`on_worker_start`](crate::Builder::on_worker_start),
+    /// Returns as soon as the drain finishes, and otherwise after the deadline
+    /// plus the time the workers not running a job take to exit. Only jobs are
+    /// abandoned, not the worker hooks, and an exiting worker runs its hooks:
+    /// one inside its [`on_worker_start`](crate::Builder::on_worker_start),
     /// [`on_worker_idle`](crate::Builder::on_worker_idle) or
-    /// [`on_worker_stop`](crate::Builder::on_worker_stop) hook at the
-    /// deadline finishes it, and one between jobs runs its `on_worker_idle`
-    /// (if it ran a job since that hook last ran) and its `on_worker_stop`
-    /// after the deadline. All of that is waited for without a bound: the
-    /// real bound is the deadline plus your longest idle and stop hooks, so
-    /// keep hooks short (or bounded) where the deadline matters. A zero timeout hands the queue back at once and
-    /// abandons every job running at that moment (each in `abandoned`; its
-    /// outcome is only logged); a timeout too
-    /// large to add to the current time (such as `Duration::MAX`) waits like
-    /// `stop`.
+    /// [`on_worker_stop`](crate::Builder::on_worker_stop) hook at the deadline
+    /// finishes it, and one between jobs runs its `on_worker_idle` (if it ran a
+    /// job since that hook last ran) and its `on_worker_stop` after the
+    /// deadline. All of that is waited for without a bound: the real bound is
+    /// the deadline plus your longest idle and stop hooks, so keep hooks short
+    /// (or bounded) where the deadline matters. A zero timeout hands the queue
+    /// back at once and abandons every job running at that moment (each in
+    /// `abandoned`; its outcome is only logged); a timeout too large to add to
+    /// the current time (such as `Duration::MAX`) waits like `stop`.
     ///
     /// If another thread is already stopping the pool, waits for that stop
     /// until the deadline. If it is still running then, this call escalates

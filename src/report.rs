@@ -256,13 +256,15 @@ impl<J: Job> StopReport<J> {
     }
 }
 
-/// One line with the count of each terminal state, for a log or the end of
-/// a run, such as `10 jobs: 8 succeeded, 2 failed, 0 panicked, 0 unrun,
-/// 0 abandoned`: the jobs in this report ([`total`](StopReport::total)),
-/// so failed or panicked jobs taken earlier with
+/// One line with the count of each terminal state, for a log or the end of a
+/// run, such as
+/// `10 jobs: 8 succeeded, 2 failed, 0 panicked, 0 unrun, 0 abandoned`: the
+/// jobs in this report ([`total`](StopReport::total)), so failed or panicked
+/// jobs taken earlier with
 /// [`take_failed`](crate::Submitter::take_failed) or
-/// [`take_panicked`](crate::Submitter::take_panicked) are not in it. The jobs themselves are not printed (they need not be
-/// `Debug` or `Display`); walk the report's vectors for them.
+/// [`take_panicked`](crate::Submitter::take_panicked) are not in it. The jobs
+/// themselves are not printed (they need not be `Debug` or `Display`); walk the
+/// report's vectors for them.
 ///
 /// The exact wording is for people, not parsers, and may change between
 /// versions.

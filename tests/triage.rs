@@ -1,4 +1,6 @@
-//! Triage: per-lane admission, reserved urgent workers, the starvation bound, strict priority, and the lane / queue-wait information in `Context` and `Stats`.
+//! Triage: per-lane admission, reserved urgent workers, the starvation bound,
+//! strict priority, and the lane / queue-wait information in `Context` and
+//! `Stats`.
 
 mod common;
 
